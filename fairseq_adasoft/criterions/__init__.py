@@ -1,0 +1,1 @@
+from . import adaptive_softmax  # noqa: F401

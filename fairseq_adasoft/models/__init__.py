@@ -1,0 +1,1 @@
+from . import qrnn_lm  # noqa: F401

@@ -1,0 +1,191 @@
+"""``qrnn_lm``: a QRNN language model with an adaptive or full softmax output.
+
+Embedding -> QRNN stack (window 2 on the first layer, 1 above) -> adaptive
+softmax (Grave et al. 2017) when ``--adaptive-softmax-cutoff`` is set, else a
+full softmax. Regularisation follows AWD-LSTM/AWD-QRNN (Merity, Keskar &
+Socher 2018, "Regularizing and Optimizing LSTM Language Models").
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+from fairseq.dataclass import FairseqDataclass
+from fairseq.models import (
+    FairseqIncrementalDecoder,
+    FairseqLanguageModel,
+    register_model,
+    register_model_architecture,
+)
+from torch import Tensor, nn
+
+from fairseq_adasoft.modules import (
+    QRNN,
+    AdaptiveSoftmax,
+    LockedDropout,
+    embedding_dropout,
+    parse_cutoffs,
+)
+
+logger = logging.getLogger(__name__)
+
+# QRNN-LM context is unbounded; fairseq asks for a number.
+UNBOUNDED_POSITIONS = int(1e6)
+
+
+@dataclass
+class QRNNLanguageModelConfig(FairseqDataclass):
+    # Defaults: AWD-QRNN on WikiText-2 (awd-lstm-lm README: emsize 400, nhid 1550,
+    # nlayers 4, dropout 0.4, dropouth 0.2, dropouti 0.4, dropoute 0.1, wdrop 0.1).
+    embed_dim: int = field(default=400, metadata={"help": "word embedding size; also the last QRNN layer's size"})
+    hidden_size: int = field(default=1550, metadata={"help": "hidden size of every QRNN layer but the last"})
+    num_layers: int = field(default=4, metadata={"help": "number of QRNN layers"})
+    first_window: int = field(
+        default=2, metadata={"help": "convolution window (1 or 2) of the first QRNN layer; layers above use 1"}
+    )
+    output_gate: bool = field(default=True, metadata={"help": "use the O gate (fo-pooling)"})
+    dropout: float = field(default=0.4, metadata={"help": "locked dropout on the last QRNN layer's output"})
+    dropout_input: float = field(default=0.4, metadata={"help": "locked dropout on the embeddings"})
+    dropout_hidden: float = field(default=0.2, metadata={"help": "locked dropout between QRNN layers"})
+    dropout_embed: float = field(default=0.1, metadata={"help": "embedding dropout: drop whole word types"})
+    weight_drop: float = field(default=0.1, metadata={"help": "DropConnect on the QRNN gate weights"})
+    zoneout: float = field(default=0.0, metadata={"help": "zoneout probability on the forget gate"})
+    share_input_output_embed: bool = field(
+        default=False, metadata={"help": "tie the input embedding and the full-softmax output weights"}
+    )
+    adaptive_softmax_cutoff: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "comma-separated adaptive softmax cutoffs, as word ids (2000,6000) or as "
+            "fractions of the vocabulary (0.0667,0.2); unset means a full softmax"
+        },
+    )
+    adaptive_softmax_div_value: float = field(
+        default=4.0, metadata={"help": "tail i projects to embed_dim / div_value^(i+1)"}
+    )
+    adaptive_softmax_dropout: float = field(default=0.0, metadata={"help": "dropout inside the adaptive softmax tails"})
+
+
+class QRNNDecoder(FairseqIncrementalDecoder):
+    """Embedding, QRNN stack and output layer; carries the QRNN state through
+    fairseq's incremental state when generating."""
+
+    def __init__(self, cfg: QRNNLanguageModelConfig, dictionary):
+        super().__init__(dictionary)
+        vocab_size = len(dictionary)
+        self.dropout_embed = cfg.dropout_embed
+        self.embed_tokens = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=dictionary.pad())
+        self.dropout_input = LockedDropout(cfg.dropout_input)
+        self.qrnn = QRNN(
+            input_size=cfg.embed_dim,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            dropout=cfg.dropout_hidden,
+            windows=[cfg.first_window] + [1] * (cfg.num_layers - 1),
+            output_size=cfg.embed_dim,
+            output_gate=cfg.output_gate,
+            zoneout=cfg.zoneout,
+            weight_drop=cfg.weight_drop,
+        )
+        self.dropout_output = LockedDropout(cfg.dropout)
+        self.output_projection = None
+        if cfg.adaptive_softmax_cutoff:
+            if cfg.share_input_output_embed:
+                raise ValueError(
+                    "--share-input-output-embed ties a full softmax; drop it, or drop "
+                    "--adaptive-softmax-cutoff to use a full softmax"
+                )
+            cutoffs = parse_cutoffs(cfg.adaptive_softmax_cutoff, vocab_size)
+            self.adaptive_softmax = AdaptiveSoftmax(
+                cfg.embed_dim,
+                vocab_size,
+                cutoffs,
+                div_value=cfg.adaptive_softmax_div_value,
+                dropout=cfg.adaptive_softmax_dropout,
+            )
+        else:
+            self.output_projection = nn.Linear(cfg.embed_dim, vocab_size, bias=False)
+            if cfg.share_input_output_embed:
+                self.output_projection.weight = self.embed_tokens.weight
+
+    def _get_state(self, incremental_state) -> Optional[List]:
+        cached = self.get_incremental_state(incremental_state, "qrnn_state")
+        if cached is None:
+            return None
+        return [(cached[f"c{i}"], cached.get(f"x{i}")) for i in range(len(self.qrnn.layers))]
+
+    def _set_state(self, incremental_state, state: List) -> None:
+        cached: Dict[str, Optional[Tensor]] = {}
+        for i, (c, x) in enumerate(state):
+            cached[f"c{i}"] = c
+            if x is not None:
+                cached[f"x{i}"] = x
+        self.set_incremental_state(incremental_state, "qrnn_state", cached)
+
+    def extract_features(self, prev_output_tokens: Tensor, incremental_state=None, **kwargs):
+        state = None
+        if incremental_state is not None:
+            state = self._get_state(incremental_state)
+            if state is not None:  # earlier tokens are already in the state
+                prev_output_tokens = prev_output_tokens[:, -1:]
+        x = embedding_dropout(self.embed_tokens, prev_output_tokens, self.dropout_embed, self.training)
+        x = x.transpose(0, 1)  # B x T x C -> T x B x C
+        x = self.dropout_input(x)
+        x, state = self.qrnn(x, state)  # T x B x C
+        x = self.dropout_output(x)
+        if incremental_state is not None:
+            self._set_state(incremental_state, state)
+        return x.transpose(0, 1), {"attn": None}  # B x T x C
+
+    def output_layer(self, features: Tensor, **kwargs) -> Tensor:
+        if self.adaptive_softmax is not None:
+            return features  # the adaptive softmax scores features directly
+        return self.output_projection(features)  # B x T x V
+
+    def forward(self, prev_output_tokens, incremental_state=None, features_only=False, **kwargs):
+        x, extra = self.extract_features(prev_output_tokens, incremental_state)
+        if not features_only:
+            x = self.output_layer(x)
+        return x, extra
+
+    def reorder_incremental_state(self, incremental_state, new_order: Tensor) -> None:
+        cached = self.get_incremental_state(incremental_state, "qrnn_state")
+        if cached is None:
+            return
+        reordered = {k: v.index_select(0, new_order) for k, v in cached.items() if v is not None}
+        self.set_incremental_state(incremental_state, "qrnn_state", reordered)
+
+    def max_positions(self) -> int:
+        return UNBOUNDED_POSITIONS
+
+
+@register_model("qrnn_lm", dataclass=QRNNLanguageModelConfig)
+class QRNNLanguageModel(FairseqLanguageModel):
+    """QRNN language model (Bradbury et al. 2016, "Quasi-Recurrent Neural
+    Networks") with AWD regularisation (Merity et al. 2018) and an adaptive
+    softmax output (Grave et al. 2017)."""
+
+    @classmethod
+    def build_model(cls, cfg: QRNNLanguageModelConfig, task):
+        if cfg.first_window not in (1, 2):
+            raise ValueError(f"--first-window must be 1 or 2, got {cfg.first_window}")
+        if cfg.num_layers < 1:
+            raise ValueError(f"--num-layers must be >= 1, got {cfg.num_layers}")
+        return cls(QRNNDecoder(cfg, task.target_dictionary))
+
+
+@register_model_architecture("qrnn_lm", "qrnn_lm_wikitext2")
+def qrnn_lm_wikitext2(cfg):
+    """A WikiText-2 model sized for about half an hour of 2-core CPU training:
+    the seed experiment's 4 x 300 QRNN (embedding 300) with AWD dropouts scaled
+    down for a short run, and the seed's cutoffs [V/15, 3V/15]."""
+    cfg.embed_dim = getattr(cfg, "embed_dim", 300)
+    cfg.hidden_size = getattr(cfg, "hidden_size", 300)
+    cfg.num_layers = getattr(cfg, "num_layers", 4)
+    cfg.dropout = getattr(cfg, "dropout", 0.2)
+    cfg.dropout_input = getattr(cfg, "dropout_input", 0.2)
+    cfg.dropout_hidden = getattr(cfg, "dropout_hidden", 0.1)
+    cfg.dropout_embed = getattr(cfg, "dropout_embed", 0.0)
+    cfg.weight_drop = getattr(cfg, "weight_drop", 0.0)
+    cfg.adaptive_softmax_cutoff = getattr(cfg, "adaptive_softmax_cutoff", "0.0667,0.2")

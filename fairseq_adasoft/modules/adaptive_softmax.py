@@ -1,0 +1,157 @@
+"""Adaptive softmax (Grave, Joulin, Cissé, Grangier & Jégou 2017, "Efficient
+softmax approximation for GPUs", arXiv:1609.04309).
+
+The vocabulary, sorted by decreasing frequency, is split by ``cutoffs`` into a
+shortlist ``[0, cutoffs[0])`` and clusters ``[cutoffs[i], cutoffs[i+1])``. The
+head scores the shortlist words plus one logit per cluster; tail ``i`` scores
+the words inside cluster ``i`` from a projection to ``d / div_value^(i+1)``:
+
+    log p(w) = log p_head(w)                          for w in the shortlist
+    log p(w) = log p_head(cluster i) + log p_tail_i(w)  for w in cluster i
+
+Layout and parameter shapes match ``torch.nn.AdaptiveLogSoftmaxWithLoss`` so
+weights can be compared, but unlike it (and fairseq's ``AdaptiveSoftmax``):
+
+* every log-softmax and every sum runs in fp32, whatever the input dtype, so
+  fp16/bf16 models cannot overflow the loss;
+* every tail runs on every call, on however many rows it has (possibly zero),
+  so each parameter is part of the autograd graph and receives a gradient (zero
+  when unused) on every step; DistributedDataParallel needs no
+  ``find_unused_parameters``;
+* no in-place operations sit on the autograd path.
+"""
+
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def validate_cutoffs(cutoffs: Sequence[int], vocab_size: int, flag: str = "cutoffs") -> List[int]:
+    """Check that cutoffs are positive, strictly increasing ids below the vocabulary size."""
+    cutoffs = [int(c) for c in cutoffs]
+    if len(cutoffs) == 0:
+        raise ValueError(f"{flag} is empty: give at least one cutoff, e.g. {vocab_size // 15}")
+    if cutoffs[0] <= 0:
+        raise ValueError(f"{flag} must be positive word ids, got {cutoffs}")
+    if any(b <= a for a, b in zip(cutoffs, cutoffs[1:])):
+        raise ValueError(
+            f"{flag} must be strictly increasing with no duplicates, got {cutoffs}; "
+            f"sort them, e.g. {sorted(set(cutoffs))}"
+        )
+    if cutoffs[-1] >= vocab_size:
+        raise ValueError(
+            f"{flag} must be below the vocabulary size {vocab_size}, got {cutoffs}; "
+            f"drop the cutoffs >= {vocab_size} (the last cluster always ends at the vocabulary size)"
+        )
+    return cutoffs
+
+
+def parse_cutoffs(spec: str, vocab_size: int, flag: str = "--adaptive-softmax-cutoff") -> List[int]:
+    """Read cutoffs given as word ids (``2000,6000``) or as fractions of the
+    vocabulary (``0.0667,0.2``: every value below 1), and validate them."""
+    try:
+        values = [float(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(
+            f"{flag}={spec!r} is not a comma-separated list of word ids or of fractions of "
+            f"the vocabulary, e.g. '2000,6000' or '0.0667,0.2'"
+        ) from None
+    if values and all(0.0 < v < 1.0 for v in values):
+        return validate_cutoffs([round(v * vocab_size) for v in values], vocab_size, flag)
+    if any(v != int(v) for v in values):
+        raise ValueError(
+            f"{flag}={spec!r} mixes fractions and word ids; give all values as ids "
+            f"(integers) or all as fractions of the vocabulary (below 1)"
+        )
+    return validate_cutoffs(values, vocab_size, flag)
+
+
+class AdaptiveSoftmax(nn.Module):
+    """Adaptive softmax output layer (Grave et al. 2017).
+
+    Args:
+        input_dim: features of the input (d).
+        vocab_size: number of classes (V), ids sorted by decreasing frequency.
+        cutoffs: strictly increasing ids in (0, V); ``len(cutoffs)`` clusters.
+        div_value: tail ``i`` projects to ``d // div_value^(i+1)`` features.
+        dropout: dropout on the tail projections (training only).
+        head_bias: give the head a bias.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        vocab_size: int,
+        cutoffs: Sequence[int],
+        div_value: float = 4.0,
+        dropout: float = 0.0,
+        head_bias: bool = False,
+    ):
+        super().__init__()
+        self.cutoffs = validate_cutoffs(cutoffs, vocab_size) + [vocab_size]
+        if div_value < 1.0:
+            raise ValueError(f"div_value must be >= 1, got {div_value}")
+        self.input_dim = input_dim
+        self.vocab_size = vocab_size
+        self.shortlist_size = self.cutoffs[0]
+        self.n_clusters = len(self.cutoffs) - 1
+        self.head = nn.Linear(input_dim, self.shortlist_size + self.n_clusters, bias=head_bias)
+        self.tail = nn.ModuleList()
+        for i in range(self.n_clusters):
+            proj_dim = max(1, int(input_dim // (div_value ** (i + 1))))
+            cluster_size = self.cutoffs[i + 1] - self.cutoffs[i]
+            self.tail.append(
+                nn.Sequential(
+                    nn.Linear(input_dim, proj_dim, bias=False),
+                    nn.Dropout(dropout),
+                    nn.Linear(proj_dim, cluster_size, bias=False),
+                )
+            )
+
+    def cluster_of(self, target: Tensor) -> Tensor:
+        """0 for shortlist targets, i + 1 for targets in cluster i."""
+        return torch.bucketize(target, target.new_tensor(self.cutoffs[:-1]), right=True)
+
+    def target_log_prob(self, input: Tensor, target: Tensor) -> Tensor:
+        """fp32 log p(target) for ``input`` N x d and ``target`` N (ids in [0, V))."""
+        if input.dim() != 2 or target.dim() != 1 or input.size(0) != target.size(0):
+            raise ValueError(
+                f"target_log_prob expects input N x d and target N, got "
+                f"{tuple(input.shape)} and {tuple(target.shape)}"
+            )
+        head_lp = F.log_softmax(self.head(input).float(), dim=-1)  # N x (s + k)
+        shortlist_ids = target.clamp(max=self.shortlist_size - 1).unsqueeze(1)
+        out = head_lp.gather(1, shortlist_ids).squeeze(1)  # N, right for shortlist rows
+        cluster = self.cluster_of(target)
+        for i, tail in enumerate(self.tail):
+            # May be empty: the tail still runs, so its weights get a zero gradient.
+            rows = (cluster == i + 1).nonzero().squeeze(1)
+            tail_lp = F.log_softmax(tail(input.index_select(0, rows)).float(), dim=-1)
+            in_cluster = (target.index_select(0, rows) - self.cutoffs[i]).unsqueeze(1)
+            lp = head_lp[:, self.shortlist_size + i].index_select(0, rows)
+            lp = lp + tail_lp.gather(1, in_cluster).squeeze(1)
+            out = out.index_copy(0, rows, lp)
+        return out
+
+    forward = target_log_prob
+
+    def log_prob(self, input: Tensor) -> Tensor:
+        """fp32 log-probabilities over the whole vocabulary: ... x d -> ... x V."""
+        lead = input.shape[:-1]
+        x = input.reshape(-1, input.size(-1))  # N x d
+        head_lp = F.log_softmax(self.head(x).float(), dim=-1)  # N x (s + k)
+        parts = [head_lp[:, : self.shortlist_size]]
+        for i, tail in enumerate(self.tail):
+            cluster_lp = head_lp[:, self.shortlist_size + i].unsqueeze(1)  # N x 1
+            parts.append(F.log_softmax(tail(x).float(), dim=-1) + cluster_lp)
+        return torch.cat(parts, dim=1).view(*lead, self.vocab_size)
+
+    def get_log_prob(self, input: Tensor, target: Optional[Tensor] = None) -> Tensor:
+        """fairseq's interface (``FairseqDecoder.get_normalized_probs``): B x T x d -> B x T x V."""
+        return self.log_prob(input)
+
+    def predict(self, input: Tensor) -> Tensor:
+        """Most likely class for each row: ... x d -> ..."""
+        return self.log_prob(input).argmax(dim=-1)

@@ -1,0 +1,1 @@
+from . import language_modeling_freqsorted  # noqa: F401
