@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Train qrnn_lm on WikiText-2 with an adaptive (default) or full softmax.
+#
+# Hardware: 2 CPU cores: 6 epochs of the default 4 x 300 QRNN take ~30 minutes
+#           (~7k words/s); a CUDA GPU is used with --fp16 when present.
+# Result:   $SAVE_DIR/checkpoint_best.pt, tensorboard logs in $SAVE_DIR/tb,
+#           fairseq's JSON log in $SAVE_DIR/train.log. Skipped when
+#           $SAVE_DIR/checkpoint_last.pt already holds a finished run.
+#
+# Knobs (environment): SOFTMAX=adaptive|full, NPROC (DDP processes, via
+# torchrun), EPOCHS, ARCH, SAVE_DIR, DATA_BIN, QUICK=1 (a few minutes), and
+# any extra fairseq-train flags as arguments.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VENV_BIN=${VENV_BIN:-$ROOT/.venv/bin}
+DATA_BIN=${DATA_BIN:-$ROOT/data-bin/wikitext-2}
+ARCH=${ARCH:-qrnn_lm_wikitext2}
+SOFTMAX=${SOFTMAX:-adaptive}
+NPROC=${NPROC:-1}
+QUICK=${QUICK:-0}
+SAVE_DIR=${SAVE_DIR:-$ROOT/checkpoints/wikitext2-$ARCH-$SOFTMAX$([ "$QUICK" = 1 ] && echo -quick || true)}
+# Seed experiment batching: 48 streams of 70-token blocks (3,360 tokens per update).
+BATCH_SIZE=${BATCH_SIZE:-48}
+TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-70}
+UPDATES_PER_EPOCH=622  # ceil(2,088,628 / (48 * 70)) on one process
+EPOCHS=${EPOCHS:-6}
+# Wall-clock guard so the 60-minute main job cannot overrun on a slow machine.
+STOP_TIME_HOURS=${STOP_TIME_HOURS:-0.6}
+
+[ -s "$DATA_BIN/dict.txt" ] || {
+  echo "train: $DATA_BIN has no dict.txt; run recipes/wikitext2/prepare.sh first or set DATA_BIN" >&2
+  exit 1
+}
+
+case "$SOFTMAX" in
+  adaptive) OUTPUT_FLAGS=(--adaptive-softmax-cutoff 0.0667,0.2) ;;  # the seed's [V/15, 3V/15]
+  full)     OUTPUT_FLAGS=(--adaptive-softmax-cutoff "") ;;
+  *) echo "train: SOFTMAX must be 'adaptive' or 'full', got '$SOFTMAX'" >&2; exit 1 ;;
+esac
+
+if [ "$QUICK" = 1 ]; then
+  MAX_UPDATE=${MAX_UPDATE:-150}
+  EXTRA_LIMITS=(--max-valid-steps 20)
+else
+  MAX_UPDATE=${MAX_UPDATE:-$((EPOCHS * UPDATES_PER_EPOCH / NPROC))}
+  EXTRA_LIMITS=()
+fi
+
+if [ -s "$SAVE_DIR/checkpoint_last.pt" ] && [ -s "$SAVE_DIR/.finished" ]; then
+  echo "train: $SAVE_DIR already holds a finished run ($(cat "$SAVE_DIR/.finished")); skipping"
+  exit 0
+fi
+
+if "$VENV_BIN/python" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+  DEVICE_FLAGS=(--fp16)
+  DIST_BACKEND=nccl
+  echo "train: CUDA GPU found; training with --fp16"
+else
+  DEVICE_FLAGS=(--cpu)
+  DIST_BACKEND=gloo
+  echo "train: no CUDA GPU; training in fp32 on CPU (fairseq's --fp16 needs CUDA: its FP16Optimizer fails on CPU)"
+  # glibc otherwise returns large activations to the OS after every step.
+  export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
+fi
+
+if [ "$NPROC" -gt 1 ]; then
+  LAUNCH=("$VENV_BIN/torchrun" --nproc_per_node "$NPROC" -m fairseq_adasoft.launch)
+  DIST_FLAGS=(--distributed-backend "$DIST_BACKEND")
+else
+  LAUNCH=("$VENV_BIN/fairseq-train")
+  DIST_FLAGS=()
+fi
+
+mkdir -p "$SAVE_DIR"
+cd "$ROOT"
+"${LAUNCH[@]}" "$DATA_BIN" \
+  --user-dir "$ROOT/fairseq_adasoft" \
+  --task language_modeling_freqsorted --tokens-per-sample "$TOKENS_PER_SAMPLE" \
+  --arch "$ARCH" "${OUTPUT_FLAGS[@]}" \
+  --criterion adaptive_softmax \
+  --optimizer adam --adam-betas "(0.9, 0.999)" --clip-norm 0.25 \
+  --lr 0.002 --lr-scheduler polynomial_decay --warmup-updates 100 \
+  --total-num-update "$MAX_UPDATE" --end-learning-rate 0.0001 \
+  --batch-size "$BATCH_SIZE" --max-update "$MAX_UPDATE" --stop-time-hours "$STOP_TIME_HOURS" \
+  "${EXTRA_LIMITS[@]}" \
+  "${DEVICE_FLAGS[@]}" "${DIST_FLAGS[@]}" \
+  --seed 1 \
+  --save-dir "$SAVE_DIR" --no-epoch-checkpoints \
+  --tensorboard-logdir "$SAVE_DIR/tb" \
+  --log-format json --log-interval 50 --log-file "$SAVE_DIR/train.log" \
+  "$@"
+echo "max_update=$MAX_UPDATE date=$(date -Is)" > "$SAVE_DIR/.finished"
