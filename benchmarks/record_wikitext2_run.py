@@ -22,8 +22,11 @@ def read_eval(path: str) -> dict:
 
 
 def read_train_log(path: str) -> dict:
-    """Last epoch summary and mean words/s over epochs from fairseq's JSON log."""
-    epochs, valids = [], []
+    """Per-epoch words/s and validation perplexity from fairseq's JSON log.
+
+    fairseq 0.12 repeats epoch summaries in --log-file (once more each epoch),
+    so summaries are keyed by their epoch number."""
+    epochs, valids = {}, {}
     with open(path) as f:
         for line in f:
             brace = line.find("{")
@@ -34,11 +37,13 @@ def read_train_log(path: str) -> dict:
             except json.JSONDecodeError:
                 continue
             if "train_wps" in stats:
-                epochs.append(stats)
+                epochs[int(stats["epoch"])] = stats
             elif "valid_ppl" in stats:
-                valids.append(stats)
+                valids[int(stats["epoch"])] = stats
     if not epochs:
         raise ValueError(f"{path} holds no fairseq epoch summary (was --log-format json used?)")
+    epochs = [epochs[k] for k in sorted(epochs)]
+    valids = [valids[k] for k in sorted(valids)]
     return {
         "epochs": len(epochs),
         "updates": int(epochs[-1]["train_num_updates"]),
@@ -57,6 +62,7 @@ def main() -> None:
     parser.add_argument("--valid-log", required=True)
     parser.add_argument("--test-log", required=True)
     parser.add_argument("--phase-seconds", nargs="+", default=[], help="phase=seconds pairs")
+    parser.add_argument("--note", default="", help="anything a reader of the figures should know")
     args = parser.parse_args()
     phases = {k: float(v) for k, v in (p.split("=", 1) for p in args.phase_seconds)}
     payload = {
@@ -66,6 +72,8 @@ def main() -> None:
         "test": read_eval(args.test_log),
         "wall_seconds": {**phases, "total": sum(phases.values())},
     }
+    if args.note:
+        payload["note"] = args.note
     print(write_result(args.name, payload, command=args.command))
 
 

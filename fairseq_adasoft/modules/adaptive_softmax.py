@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .precision import upcast
+
 
 def validate_cutoffs(cutoffs: Sequence[int], vocab_size: int, flag: str = "cutoffs") -> List[int]:
     """Check that cutoffs are positive, strictly increasing ids below the vocabulary size."""
@@ -115,20 +117,20 @@ class AdaptiveSoftmax(nn.Module):
         return torch.bucketize(target, target.new_tensor(self.cutoffs[:-1]), right=True)
 
     def target_log_prob(self, input: Tensor, target: Tensor) -> Tensor:
-        """fp32 log p(target) for ``input`` N x d and ``target`` N (ids in [0, V))."""
+        """log p(target) (fp32 for 16-bit inputs) for ``input`` N x d and ``target`` N (ids in [0, V))."""
         if input.dim() != 2 or target.dim() != 1 or input.size(0) != target.size(0):
             raise ValueError(
                 f"target_log_prob expects input N x d and target N, got "
                 f"{tuple(input.shape)} and {tuple(target.shape)}"
             )
-        head_lp = F.log_softmax(self.head(input).float(), dim=-1)  # N x (s + k)
+        head_lp = F.log_softmax(upcast(self.head(input)), dim=-1)  # N x (s + k)
         shortlist_ids = target.clamp(max=self.shortlist_size - 1).unsqueeze(1)
         out = head_lp.gather(1, shortlist_ids).squeeze(1)  # N, right for shortlist rows
         cluster = self.cluster_of(target)
         for i, tail in enumerate(self.tail):
             # May be empty: the tail still runs, so its weights get a zero gradient.
             rows = (cluster == i + 1).nonzero().squeeze(1)
-            tail_lp = F.log_softmax(tail(input.index_select(0, rows)).float(), dim=-1)
+            tail_lp = F.log_softmax(upcast(tail(input.index_select(0, rows))), dim=-1)
             in_cluster = (target.index_select(0, rows) - self.cutoffs[i]).unsqueeze(1)
             lp = head_lp[:, self.shortlist_size + i].index_select(0, rows)
             lp = lp + tail_lp.gather(1, in_cluster).squeeze(1)
@@ -138,14 +140,14 @@ class AdaptiveSoftmax(nn.Module):
     forward = target_log_prob
 
     def log_prob(self, input: Tensor) -> Tensor:
-        """fp32 log-probabilities over the whole vocabulary: ... x d -> ... x V."""
+        """Log-probabilities (fp32 for 16-bit inputs) over the whole vocabulary: ... x d -> ... x V."""
         lead = input.shape[:-1]
         x = input.reshape(-1, input.size(-1))  # N x d
-        head_lp = F.log_softmax(self.head(x).float(), dim=-1)  # N x (s + k)
+        head_lp = F.log_softmax(upcast(self.head(x)), dim=-1)  # N x (s + k)
         parts = [head_lp[:, : self.shortlist_size]]
         for i, tail in enumerate(self.tail):
             cluster_lp = head_lp[:, self.shortlist_size + i].unsqueeze(1)  # N x 1
-            parts.append(F.log_softmax(tail(x).float(), dim=-1) + cluster_lp)
+            parts.append(F.log_softmax(upcast(tail(x)), dim=-1) + cluster_lp)
         return torch.cat(parts, dim=1).view(*lead, self.vocab_size)
 
     def get_log_prob(self, input: Tensor, target: Optional[Tensor] = None) -> Tensor:

@@ -19,6 +19,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .precision import accumulation_dtype
+
 
 def forget_mult_reference(f: Tensor, z: Tensor, c0: Optional[Tensor] = None) -> Tensor:
     """The recurrence written as literally as possible (for tests)."""
@@ -28,10 +30,6 @@ def forget_mult_reference(f: Tensor, z: Tensor, c0: Optional[Tensor] = None) -> 
         c_prev = f_t * c_prev + (1 - f_t) * z_t
         outputs.append(c_prev)
     return torch.stack(outputs)  # T x B x H
-
-
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 class ForgetMultFunction(torch.autograd.Function):
@@ -50,7 +48,7 @@ class ForgetMultFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, f: Tensor, z: Tensor, c0: Optional[Tensor]) -> Tensor:
-        acc = _accumulation_dtype(z.dtype)
+        acc = accumulation_dtype(z.dtype)
         f32, z32 = f.to(acc), z.to(acc)
         u = torch.addcmul(z32, f32, z32, value=-1)  # T x B x H: (1 - f) * z
         c = torch.empty_like(u)

@@ -1,0 +1,116 @@
+"""The real command-line tools on a tiny generated corpus."""
+
+import json
+import math
+import os
+import re
+import subprocess
+
+import pytest
+import torch
+
+import fairseq_adasoft  # noqa: F401  (registers the task for the in-process checkpoint load)
+
+from conftest import PLUGIN, ROOT, fairseq_cli, run
+
+pytestmark = pytest.mark.slow
+
+MODEL = ["--embed-dim", "32", "--hidden-size", "48", "--num-layers", "2",
+         "--dropout", "0", "--dropout-input", "0", "--dropout-hidden", "0",
+         "--dropout-embed", "0", "--weight-drop", "0"]
+TRAIN = ["--task", "language_modeling_freqsorted", "--tokens-per-sample", "32",
+         "--criterion", "adaptive_softmax", "--adaptive-softmax-cutoff", "20,60",
+         "--optimizer", "adam", "--lr", "0.01", "--batch-size", "8", "--cpu",
+         "--log-format", "json", "--log-interval", "5", "--seed", "3"]
+EVAL_RE = re.compile(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.]+)")
+
+
+def train_losses(output):
+    losses = []
+    for line in output.splitlines():
+        if '"num_updates"' in line and "train_inner" in line:
+            losses.append(float(json.loads(line[line.index("{"):])["loss"]))
+    return losses
+
+
+def own_test_nll(checkpoint, data_bin, corpus_file):
+    """Mean natural-log nll of the test stream, computed here from the checkpoint."""
+    from fairseq import checkpoint_utils
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(checkpoint)], arg_overrides={"data": str(data_bin)}
+    )
+    model = models[0].eval()
+    d = task.dictionary
+    stream = torch.cat([
+        d.encode_line(line, add_if_not_exist=False, append_eos=True).long()
+        for line in open(corpus_file).read().splitlines()
+    ])
+    source = torch.cat([stream.new_tensor([d.eos()]), stream[:-1]]).unsqueeze(0)  # 1 x N
+    with torch.no_grad():
+        lprobs = model.get_normalized_probs(model(source), log_probs=True)[0]  # N x V
+    return -lprobs.gather(1, stream.unsqueeze(1)).mean().item(), stream.numel()
+
+
+def test_preprocess_train_eval_lm(data_bin, tiny_corpus, tmp_path):
+    save = tmp_path / "ckpt"
+    _, out = run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", "fairseq_adasoft",
+                  "--arch", "qrnn_lm", *MODEL, *TRAIN, "--max-update", "60", "--save-dir", save])
+    losses = train_losses(out)
+    assert len(losses) == 12 and losses[-1] < losses[0] - 1.0, losses
+    checkpoint = save / "checkpoint_last.pt"
+    assert checkpoint.exists()
+
+    # The installed package path works as --user-dir too, from any directory.
+    installed = subprocess.run(
+        [fairseq_cli("python"), "-c", "import fairseq_adasoft, os; print(os.path.dirname(fairseq_adasoft.__file__))"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert os.path.samefile(installed, PLUGIN)
+    _, out = run([fairseq_cli("fairseq-eval-lm"), data_bin, "--user-dir", installed,
+                  "--path", checkpoint, "--gen-subset", "test", "--tokens-per-sample", "4096",
+                  "--batch-size", "1", "--cpu"], cwd=tmp_path)
+    loss_base2, ppl = map(float, EVAL_RE.findall(out)[-1])
+
+    nll, ntokens = own_test_nll(checkpoint, data_bin, tiny_corpus / "test.txt")
+    assert f"Evaluated {ntokens:,} tokens" in out
+    assert math.exp(nll) == pytest.approx(2 ** loss_base2, rel=1e-4)
+    assert math.exp(nll) == pytest.approx(ppl, abs=0.006)  # eval-lm prints 2 decimals
+
+    sampled = subprocess.run(
+        [fairseq_cli("python"), os.path.join(ROOT, "examples", "sample.py"), checkpoint,
+         "--data", data_bin, "--prefix", "w000 w001", "--words", "6"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # end-of-line samples print as line breaks, not words
+    assert sampled[:2] == ["w000", "w001"] and 2 < len(sampled) <= 8
+    assert all(re.fullmatch(r"w\d{3}|<unk>", w) for w in sampled), sampled
+
+
+@pytest.mark.parametrize("ddp_backend", [None, "c10d", "legacy_ddp"])
+def test_ddp_two_processes(data_bin, tmp_path, ddp_backend):
+    """Two gloo processes train and save, under the default --ddp-backend
+    (pytorch_ddp, without --find-unused-parameters) and the others."""
+    save = tmp_path / "ckpt"
+    _, single = run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm",
+                     *MODEL, *TRAIN, "--max-update", "1", "--no-save"])
+    _, out = run([fairseq_cli("torchrun"), "--nproc_per_node", "2", "-m", "fairseq_adasoft.launch", data_bin,
+                  "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
+                  "--distributed-backend", "gloo", "--max-update", "10", "--save-dir", save,
+                  *(["--ddp-backend", ddp_backend] if ddp_backend else [])])
+    assert "distributed init (rank 1)" in out and "distributed init (rank 0)" in out
+    assert "find_unused_parameters': False" in out
+    assert f"ddp_backend': '{ddp_backend or 'pytorch_ddp'}'" in out
+    # Each rank reads half of the epoch's batches.
+    per_epoch = lambda log: int(re.search(r"grouped total_num_itrs = (\d+)", log).group(1))  # noqa: E731
+    assert per_epoch(out) == math.ceil(per_epoch(single) / 2)
+    state = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert state["optimizer_history"][-1]["num_updates"] == 10
+    assert state["cfg"]["distributed_training"]["distributed_world_size"] == 2
+    assert train_losses(out)[-1] < train_losses(out)[0]
+
+
+def test_cli_reports_bad_input_with_the_fix(tmp_path):
+    code, out = run([fairseq_cli("fairseq-train"), tmp_path / "missing", "--user-dir", PLUGIN, "--arch", "qrnn_lm",
+                     *TRAIN, "--max-update", "1"], check=False)
+    assert code != 0
+    assert "ValueError: data directory" in out and "run fairseq-preprocess --only-source" in out

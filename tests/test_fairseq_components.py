@@ -1,0 +1,147 @@
+"""The registered model, criterion and task, driven through fairseq's APIs."""
+
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fairseq_setup import SMALL_MODEL, build
+
+ADAPTIVE = SMALL_MODEL + ["--adaptive-softmax-cutoff", "20,60"]
+
+
+def batch(task, bsz=3, tgt_len=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    V = len(task.dictionary)
+    tokens = torch.randint(task.dictionary.nspecial, V, (bsz, tgt_len + 1), generator=g)
+    target = tokens[:, 1:].clone()
+    target[0, -2:] = task.dictionary.pad()  # some padding, which must be ignored
+    return {
+        "net_input": {"src_tokens": tokens[:, :-1], "src_lengths": torch.full((bsz,), tgt_len)},
+        "target": target,
+        "ntokens": int(target.ne(task.dictionary.pad()).sum()),
+    }
+
+
+@pytest.mark.parametrize("output", ["adaptive", "full"])
+def test_incremental_decoding_equals_full_forward(data_bin, output):
+    task, model, _ = build(data_bin, *(ADAPTIVE if output == "adaptive" else SMALL_MODEL))
+    model.eval()
+    tokens = batch(task)["net_input"]["src_tokens"]
+    full = model.get_normalized_probs(model(tokens), log_probs=True)  # B x T x V
+    state = {}
+    for t in range(tokens.size(1)):
+        step = model.get_normalized_probs(model.decoder(tokens[:, : t + 1], incremental_state=state), log_probs=True)
+        torch.testing.assert_close(step[:, -1], full[:, t], rtol=0, atol=1e-5)
+    # Beam search reorders hypotheses: the state must follow them.
+    order = torch.tensor([2, 0, 0])
+    model.decoder.reorder_incremental_state_scripting(state, order)
+    nxt = torch.randint(4, len(task.dictionary), (3, 1))
+    extended = torch.cat([tokens.index_select(0, order), nxt], dim=1)
+    step = model.get_normalized_probs(model.decoder(extended, incremental_state=state), log_probs=True)
+    reference = model.get_normalized_probs(model(extended), log_probs=True)
+    torch.testing.assert_close(step[:, -1], reference[:, -1], rtol=0, atol=1e-5)
+
+
+def test_adaptive_model_probabilities_are_normalised(data_bin):
+    task, model, _ = build(data_bin, *ADAPTIVE)
+    model.eval()
+    probs = model.get_normalized_probs(model(batch(task)["net_input"]["src_tokens"]), log_probs=False)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:2]), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("output", ["adaptive", "full"])
+def test_criterion_loss_is_the_summed_nll_of_non_pad_targets(data_bin, output):
+    task, model, criterion = build(data_bin, *(ADAPTIVE if output == "adaptive" else SMALL_MODEL))
+    model.eval()
+    sample = batch(task)
+    with torch.no_grad():
+        loss, sample_size, log = criterion(model, sample)
+    with torch.no_grad():
+        lprobs = model.get_normalized_probs(model(**sample["net_input"]), log_probs=True)
+    expected = F.nll_loss(lprobs.reshape(-1, lprobs.size(-1)), sample["target"].reshape(-1),
+                          ignore_index=task.dictionary.pad(), reduction="sum")
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-4)
+    assert sample_size == sample["ntokens"]
+    if output == "adaptive":
+        assert sum(log[f"cluster{i}_ntokens"] for i in range(3)) == sample["ntokens"]
+        assert sum(log[f"cluster{i}_loss"] for i in range(3)) == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_tied_full_softmax_shares_the_embedding(data_bin):
+    _, model, _ = build(data_bin, *SMALL_MODEL, "--share-input-output-embed")
+    assert model.decoder.output_projection.weight is model.decoder.embed_tokens.weight
+    _, untied, _ = build(data_bin, *SMALL_MODEL)
+    assert untied.decoder.output_projection.weight is not untied.decoder.embed_tokens.weight
+
+
+def test_fraction_cutoffs_are_resolved_to_ids_for_the_checkpoint(data_bin):
+    task, model, _ = build(data_bin, *SMALL_MODEL, "--adaptive-softmax-cutoff", "0.25,0.5")
+    V = len(task.dictionary)
+    assert model.decoder.adaptive_softmax.cutoffs == [round(0.25 * V), round(0.5 * V), V]
+
+
+@pytest.mark.parametrize(
+    "cutoff,match",
+    [("60,20", "strictly increasing"), ("20,20", "strictly increasing"),
+     ("20,100000", "below the vocabulary size"), ("a,b", "not a comma-separated list")],
+)
+def test_bad_cutoffs_name_the_flag(data_bin, cutoff, match):
+    with pytest.raises(ValueError, match=match) as err:
+        build(data_bin, *SMALL_MODEL, "--adaptive-softmax-cutoff", cutoff)
+    assert "--adaptive-softmax-cutoff" in str(err.value)
+
+
+def test_missing_data_directory_names_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="does not exist: run fairseq-preprocess"):
+        build(tmp_path / "nowhere", *SMALL_MODEL)
+    with pytest.raises(ValueError, match="dict.txt' is missing"):
+        build(tmp_path, *SMALL_MODEL)
+
+
+def test_unsorted_dictionary_is_refused(data_bin, tmp_path):
+    unsorted = tmp_path / "bin"
+    shutil.copytree(data_bin, unsorted)
+    lines = (unsorted / "dict.txt").read_text().splitlines()
+    (unsorted / "dict.txt").write_text("\n".join(sorted(lines, reverse=True)) + "\n")
+    with pytest.raises(ValueError, match="not sorted by frequency"):
+        build(unsorted, *SMALL_MODEL)
+
+
+def test_fairseq_adaptive_loss_is_refused_for_qrnn_lm(data_bin):
+    with pytest.raises(ValueError, match="--criterion adaptive_loss only serves fairseq's own"):
+        build(data_bin, *ADAPTIVE, "--ddp-backend", "legacy_ddp", criterion="adaptive_loss")
+
+
+def test_criterion_refuses_a_foreign_adaptive_softmax(data_bin):
+    task, model, criterion = build(
+        data_bin, "--decoder-layers", "1", "--decoder-embed-dim", "16", "--decoder-ffn-embed-dim", "16",
+        "--decoder-attention-heads", "2", "--adaptive-softmax-cutoff", "20,60", arch="transformer_lm",
+    )
+    with pytest.raises(ValueError, match="needs fairseq_adasoft's AdaptiveSoftmax"):
+        criterion(model, batch(task))
+
+
+def test_reduce_metrics_logs_base2_loss_and_per_cluster_statistics():
+    import math
+
+    from fairseq.logging import metrics
+
+    from fairseq_adasoft.criterions.adaptive_softmax import AdaptiveSoftmaxCriterion
+
+    logs = [
+        {"loss": 6.0, "ntokens": 4, "sample_size": 4, "nsentences": 1,
+         "cluster0_ntokens": 3, "cluster0_loss": 3.0, "cluster1_ntokens": 1, "cluster1_loss": 3.0},
+        {"loss": 10.0, "ntokens": 4, "sample_size": 4, "nsentences": 1,
+         "cluster0_ntokens": 2, "cluster0_loss": 2.0, "cluster1_ntokens": 2, "cluster1_loss": 8.0},
+    ]
+    with metrics.aggregate() as agg:
+        AdaptiveSoftmaxCriterion.reduce_metrics(logs)
+    values = agg.get_smoothed_values()
+    assert values["loss"] == pytest.approx(16.0 / 8 / math.log(2), abs=1e-3)
+    assert values["ppl"] == pytest.approx(2 ** round(16.0 / 8 / math.log(2), 3), rel=1e-3)
+    assert values["cluster0_frac"] == pytest.approx(5 / 8)
+    assert values["cluster1_frac"] == pytest.approx(3 / 8)
+    assert values["cluster0_loss"] == pytest.approx(5.0 / 5 / math.log(2), abs=1e-3)
+    assert values["cluster1_loss"] == pytest.approx(11.0 / 3 / math.log(2), abs=1e-3)

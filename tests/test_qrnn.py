@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from fairseq_adasoft.modules import QRNN, QRNNLayer, forget_mult_reference
+
+T, B, C, H = 7, 3, 4, 6
+
+
+def manual_layer(layer, x, c0=None, prev_x=None):
+    """Bradbury et al. 2016, eqs. 1-4, written out step by step."""
+    W, b = layer.linear.weight, layer.linear.bias
+    outs = []
+    for t in range(x.size(0)):
+        if layer.window == 2:
+            before = x[t - 1] if t > 0 else (prev_x if prev_x is not None else torch.zeros_like(x[0]))
+            inp = torch.cat([before, x[t]], dim=1)
+        else:
+            inp = x[t]
+        outs.append(inp @ W.t() + b)
+    gates = torch.stack(outs).chunk(3, dim=2)
+    z, f, o = torch.tanh(gates[0]), torch.sigmoid(gates[1]), torch.sigmoid(gates[2])
+    return o * forget_mult_reference(f, z, c0)
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_layer_matches_the_paper(window):
+    torch.manual_seed(0)
+    layer = QRNNLayer(C, H, window=window).double()
+    x = torch.randn(T, B, C, dtype=torch.float64)
+    c0 = torch.randn(B, H, dtype=torch.float64)
+    prev_x = torch.randn(B, C, dtype=torch.float64) if window == 2 else None
+    h, (c_last, x_last) = layer(x, (c0, prev_x))
+    torch.testing.assert_close(h, manual_layer(layer, x, c0, prev_x))
+    assert c_last.shape == (B, H)
+    assert (x_last is None) == (window == 1)
+
+
+def test_stack_carries_state_across_chunks():
+    """Running 3 + 4 steps with the returned state equals running 7 at once."""
+    torch.manual_seed(0)
+    qrnn = QRNN(C, H, num_layers=3, output_size=5).eval()
+    x = torch.randn(T, B, C)
+    full, _ = qrnn(x)
+    first, state = qrnn(x[:3])
+    second, _ = qrnn(x[3:], state)
+    torch.testing.assert_close(torch.cat([first, second]), full)
+    assert full.shape == (T, B, 5)
+    assert [layer.window for layer in qrnn.layers] == [2, 1, 1]
+
+
+def test_regularisation_is_off_in_eval_mode():
+    torch.manual_seed(0)
+    noisy = QRNN(C, H, num_layers=2, dropout=0.5, weight_drop=0.5)
+    clean = QRNN(C, H, num_layers=2)
+    clean.load_state_dict(noisy.state_dict())
+    x = torch.randn(T, B, C)
+    noisy.eval()
+    torch.testing.assert_close(noisy(x)[0], clean.eval()(x)[0])
+    noisy.train()
+    assert not torch.equal(noisy(x)[0], noisy(x)[0])  # masks are drawn in training
+
+
+def test_zoneout_uses_its_expectation_in_eval_and_is_random_in_training():
+    torch.manual_seed(0)
+    p = 0.3
+    layer = QRNNLayer(C, H, window=1, zoneout=p)
+    x = torch.randn(T, B, C)
+    gates = layer.linear(x).chunk(3, dim=2)
+    z, f, o = torch.tanh(gates[0]), torch.sigmoid(gates[1]), torch.sigmoid(gates[2])
+    expected = o * forget_mult_reference(1 - (1 - f) * (1 - p), z)
+    torch.testing.assert_close(layer.eval()(x)[0], expected)
+    layer.train()
+    assert not torch.equal(layer(x)[0], layer(x)[0])
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="window must be 1 or 2"):
+        QRNNLayer(C, H, window=3)
+    with pytest.raises(ValueError, match="zoneout must be in"):
+        QRNNLayer(C, H, zoneout=1.0)
+    with pytest.raises(ValueError, match=r"expects input T x B x 4"):
+        QRNNLayer(C, H)(torch.randn(T, B, C + 1))
+    with pytest.raises(ValueError, match="2 windows for 3 layers"):
+        QRNN(C, H, num_layers=3, windows=[2, 1])
