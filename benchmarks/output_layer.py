@@ -39,6 +39,10 @@ SETTINGS = {
     # WikiText-103: 267,735 types (Merity et al. 2016) + 4 specials, padded to a multiple of 8 by
     # fairseq-preprocess; cutoffs from fairseq/config/model/transformer_lm/transformer_lm_wiki103.yaml
     "wikitext103": dict(V=267_744, cutoffs=[20_000, 60_000], targets="zipf"),
+    # The same vocabulary with a head sized for a CPU (Grave et al. 2017 choose cutoffs per device);
+    # the full softmax does not depend on cutoffs, so its wikitext103 timing is reused.
+    "wikitext103_cpu_cutoffs": dict(V=267_744, cutoffs=[4_000, 20_000, 60_000], targets="zipf",
+                                    full_as="wikitext103"),
 }
 METHODS = ("full", "ours", "fairseq", "torch")
 SEED = 0
@@ -46,7 +50,8 @@ REPEATS, SLOW_REPEATS, SLOW_S = 5, 3, 5.0  # timed repeats; SLOW_REPEATS when on
 REPEAT_S = 1.0  # target seconds per repeat: iterations per repeat = REPEAT_S / (one warm-up's time)
 MAX_ITERS = 20
 WARMUP = 2  # warm-up iterations (1 when the first takes > SLOW_S)
-GOAL_VS_FULL = {"wikitext2": 5.0, "wikitext103": 15.0}  # the brief's goals: median-time speed-ups
+# The brief's goals (median-time speed-ups); at V=267,744 it names no cutoffs, so both settings are judged.
+GOAL_VS_FULL = {"wikitext2": 5.0, "wikitext103": 15.0, "wikitext103_cpu_cutoffs": 15.0}
 
 
 def target_probs(setting: dict) -> torch.Tensor:
@@ -179,6 +184,9 @@ def main() -> None:
         checks[name] = check_agreement(name, n)
         results[name] = {}
         for method in METHODS:
+            if method == "full" and "full_as" in setting:
+                results[name][method] = results[setting["full_as"]][method]
+                continue
             with ctx.Pool(1) as pool:  # a fresh process per (method, V): clean peak RSS
                 r = pool.apply(run_one, (method, name, n, args.quick))
             assert torch.isfinite(torch.tensor(r["loss_sum"])), (name, method, r)
@@ -188,7 +196,8 @@ def main() -> None:
         ours = results[name]["ours"]["ms_median"]
         speedups[name] = {f"ours_vs_{m}": round(results[name][m]["ms_median"] / ours, 2) for m in METHODS if m != "ours"}
     load_after = os.getloadavg()
-    goals = {f"ours >= {x}x faster than full at V={SETTINGS[k]['V']:,}": speedups[k]["ours_vs_full"] >= x
+    goals = {f"ours >= {x}x faster than full at V={SETTINGS[k]['V']:,}, cutoffs {SETTINGS[k]['cutoffs']}":
+             speedups[k]["ours_vs_full"] >= x
              for k, x in GOAL_VS_FULL.items()}
     goals["ours never slower than fairseq's or torch's (median)"] = all(
         s[k] >= 1.0 for s in speedups.values() for k in ("ours_vs_fairseq", "ours_vs_torch"))

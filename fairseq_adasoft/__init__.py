@@ -3,8 +3,13 @@
 Importing the package registers, with fairseq's registries, the ``qrnn_lm``
 architecture family, the ``adaptive_softmax`` criterion and the
 ``language_modeling_freqsorted`` task (``--user-dir`` does this import).
+``fairseq_adasoft.modules`` needs torch alone, so without fairseq installed
+the package imports with nothing to register.
 """
+
+import importlib.util
 
 __version__ = "0.1.0"
 
-from . import criterions, models, tasks  # noqa: F401
+if importlib.util.find_spec("fairseq") is not None:
+    from . import criterions, models, tasks  # noqa: F401

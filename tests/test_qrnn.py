@@ -22,10 +22,12 @@ def manual_layer(layer, x, c0=None, prev_x=None):
     return o * forget_mult_reference(f, z, c0)
 
 
+@pytest.mark.parametrize("gate_op", ["linear", "conv"])
 @pytest.mark.parametrize("window", [1, 2])
-def test_layer_matches_the_paper(window):
+def test_layer_matches_the_paper(window, gate_op):
     torch.manual_seed(0)
     layer = QRNNLayer(C, H, window=window).double()
+    layer.gate_op = gate_op
     x = torch.randn(T, B, C, dtype=torch.float64)
     c0 = torch.randn(B, H, dtype=torch.float64)
     prev_x = torch.randn(B, C, dtype=torch.float64) if window == 2 else None
@@ -82,3 +84,17 @@ def test_bad_arguments_are_clear_errors():
         QRNNLayer(C, H)(torch.randn(T, B, C + 1))
     with pytest.raises(ValueError, match="2 windows for 3 layers"):
         QRNN(C, H, num_layers=3, windows=[2, 1])
+
+
+def test_conv_and_linear_gates_give_the_same_gradients():
+    torch.manual_seed(0)
+    layer = QRNNLayer(C, H, window=2).double()
+    x = torch.randn(T, B, C, dtype=torch.float64, requires_grad=True)
+    prev_x = torch.randn(B, C, dtype=torch.float64)
+    grads = {}
+    for gate_op in ("linear", "conv"):
+        layer.gate_op = gate_op
+        h, _ = layer(x, (None, prev_x))
+        grads[gate_op] = torch.autograd.grad(h.sum(), [x, layer.linear.weight, layer.linear.bias])
+    for a, b in zip(grads["linear"], grads["conv"]):
+        torch.testing.assert_close(a, b)

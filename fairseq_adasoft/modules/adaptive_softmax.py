@@ -123,19 +123,19 @@ class AdaptiveSoftmax(nn.Module):
                 f"target_log_prob expects input N x d and target N, got "
                 f"{tuple(input.shape)} and {tuple(target.shape)}"
             )
-        head_lp = F.log_softmax(upcast(self.head(input)), dim=-1)  # N x (s + k)
-        shortlist_ids = target.clamp(max=self.shortlist_size - 1).unsqueeze(1)
-        out = head_lp.gather(1, shortlist_ids).squeeze(1)  # N, right for shortlist rows
-        cluster = self.cluster_of(target)
+        cluster = self.cluster_of(target)  # N
+        # The head's class for each row: the word itself, or its cluster's logit.
+        head_target = torch.where(cluster == 0, target, self.shortlist_size - 1 + cluster)
+        # Fused log-softmax + pick: its backward is softmax - one_hot, with no
+        # zero-filled N x (s + k) gradient per cluster.
+        nll = F.cross_entropy(upcast(self.head(input)), head_target, reduction="none")  # N
         for i, tail in enumerate(self.tail):
             # May be empty: the tail still runs, so its weights get a zero gradient.
             rows = (cluster == i + 1).nonzero().squeeze(1)
-            tail_lp = F.log_softmax(upcast(tail(input.index_select(0, rows))), dim=-1)
-            in_cluster = (target.index_select(0, rows) - self.cutoffs[i]).unsqueeze(1)
-            lp = head_lp[:, self.shortlist_size + i].index_select(0, rows)
-            lp = lp + tail_lp.gather(1, in_cluster).squeeze(1)
-            out = out.index_copy(0, rows, lp)
-        return out
+            logits = upcast(tail(input.index_select(0, rows)))  # rows x cluster_size
+            in_cluster = target.index_select(0, rows) - self.cutoffs[i]
+            nll = nll.index_add(0, rows, F.cross_entropy(logits, in_cluster, reduction="none"))
+        return -nll
 
     forward = target_log_prob
 

@@ -45,6 +45,9 @@ class QRNNLayer(nn.Module):
             forget gate takes its expectation instead.
         weight_drop: DropConnect probability on the gate weights during
             training (Wan et al. 2013, used by AWD-QRNN).
+
+    ``gate_op`` ("auto", "linear" or "conv") picks how the gates are computed;
+    both use the same ``linear`` parameters, so checkpoints do not depend on it.
     """
 
     def __init__(
@@ -71,17 +74,40 @@ class QRNNLayer(nn.Module):
         num_gates = NUM_GATES_WITH_OUTPUT if output_gate else NUM_GATES_WITHOUT_OUTPUT
         # Columns [0:C) multiply x_{t-1}, [C:2C) multiply x_t when window == 2.
         self.linear = nn.Linear(window * input_size, num_gates * hidden_size)
+        self.gate_op = "auto"
 
-    def _gates(self, x: Tensor, prev_x: Optional[Tensor]) -> Tensor:
-        weight = self.linear.weight
-        if self.training and self.weight_drop > 0.0:
-            weight = F.dropout(weight, self.weight_drop, training=True)
+    def _resolved_gate_op(self, x: Tensor) -> str:
+        if self.gate_op != "auto":
+            return self.gate_op
+        # Measured by benchmarks/qrnn_layer.py: on CPU oneDNN's conv1d beats a
+        # Linear over [x_{t-1}, x_t] for window 2; on CUDA the GEMM wins.
+        return "conv" if self.window == 2 and x.device.type == "cpu" else "linear"
+
+    def _gates_linear(self, x: Tensor, prev_x: Optional[Tensor], weight: Tensor) -> Tensor:
         if self.window == 2:
             if prev_x is None:
                 prev_x = x.new_zeros(x.shape[1:])
             shifted = torch.cat([prev_x.unsqueeze(0), x[:-1]], dim=0)  # T x B x C
             x = torch.cat([shifted, x], dim=2)  # T x B x 2C
         return F.linear(x, weight, self.linear.bias)  # T x B x G*H
+
+    def _gates_conv(self, x: Tensor, prev_x: Optional[Tensor], weight: Tensor) -> Tensor:
+        """The same gates as a causal convolution over time (same weights)."""
+        C = self.input_size
+        if prev_x is None:
+            prev_x = x.new_zeros(x.shape[1:])
+        inp = torch.cat([prev_x.unsqueeze(0), x], dim=0) if self.window == 2 else x
+        inp = inp.permute(1, 2, 0)  # B x C x T(+1)
+        kernel = weight.view(-1, self.window, C).transpose(1, 2)  # G*H x C x window
+        return F.conv1d(inp, kernel, self.linear.bias).permute(2, 0, 1)  # T x B x G*H
+
+    def _gates(self, x: Tensor, prev_x: Optional[Tensor]) -> Tensor:
+        weight = self.linear.weight  # G*H x window*C
+        if self.training and self.weight_drop > 0.0:
+            weight = F.dropout(weight, self.weight_drop, training=True)
+        if self._resolved_gate_op(x) == "conv":
+            return self._gates_conv(x, prev_x, weight)
+        return self._gates_linear(x, prev_x, weight)
 
     def forward(
         self, input: Tensor, hidden: Optional[LayerState] = None

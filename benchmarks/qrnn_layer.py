@@ -1,0 +1,114 @@
+"""Forward+backward time of the QRNN on this machine's CPU (or GPU with --cuda).
+
+Measures, at the seed experiment's sizes:
+  * the window-2 gate operation done as a Linear over [x_{t-1}, x_t] and as a
+    causal conv1d, which QRNNLayer picks between per device;
+  * a QRNNLayer against its gate-operation floor (the gate op alone);
+  * a 4-layer QRNN stack (windows 2/1/1/1) against a 4-layer nn.LSTM.
+
+    python -m benchmarks.qrnn_layer [--cuda] [--repeats 5]
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import write_result
+from fairseq_adasoft.modules import QRNN, QRNNLayer
+
+# The seed experiment: bptt 70, batch 48, 300 units (issue #3's measurements).
+T, B, H = 70, 48, 300
+NUM_LAYERS = 4
+WARMUP = 3
+ITERS_PER_REPEAT = 10
+GOAL_LAYER_VS_FLOOR = 1.3
+GOAL_STACK_VS_LSTM = 2.0
+
+
+def time_ms(fn, repeats, device):
+    """min/median/max milliseconds of one call, over repeats of ITERS_PER_REPEAT calls."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(WARMUP):
+        fn()
+    sync()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(ITERS_PER_REPEAT):
+            fn()
+        sync()
+        samples.append(1000 * (time.perf_counter() - start) / ITERS_PER_REPEAT)
+    return {"min": min(samples), "median": statistics.median(samples), "max": max(samples)}
+
+
+def fwd_bwd(module, x):
+    def step():
+        out = module(x)
+        out = out[0] if isinstance(out, tuple) else out
+        out.sum().backward()
+    return step
+
+
+def gate_floor(layer, x, mode):
+    """The gate op alone (what a QRNN cannot avoid), forward+backward."""
+    weight, bias = layer.linear.weight, layer.linear.bias  # G*H x window*C
+
+    def step():
+        if mode == "conv":
+            out = layer._gates_conv(x, None, weight)
+        else:
+            out = layer._gates_linear(x, None, weight)
+        out.sum().backward()
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cuda", action="store_true", help="measure on the GPU")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    device = torch.device("cuda" if args.cuda else "cpu")
+    torch.manual_seed(0)
+    x = torch.randn(T, B, H, device=device, requires_grad=True)  # T x B x C
+    results = {}
+
+    for window in (2, 1):
+        layer = QRNNLayer(H, H, window=window).to(device)
+        entry = {}
+        for mode in ("linear", "conv"):
+            layer.gate_op = mode
+            entry[f"floor_{mode}_ms"] = time_ms(gate_floor(layer, x, mode), args.repeats, device)
+            entry[f"layer_{mode}_ms"] = time_ms(fwd_bwd(layer, x), args.repeats, device)
+        layer.gate_op = "auto"
+        chosen = layer._resolved_gate_op(x)
+        entry["auto_picks"] = chosen
+        entry["layer_vs_floor"] = entry[f"layer_{chosen}_ms"]["median"] / entry[f"floor_{chosen}_ms"]["median"]
+        results[f"window{window}"] = entry
+
+    qrnn = QRNN(H, H, num_layers=NUM_LAYERS).to(device)
+    lstm = torch.nn.LSTM(H, H, num_layers=NUM_LAYERS).to(device)
+    stack = {"qrnn_ms": time_ms(fwd_bwd(qrnn, x), args.repeats, device),
+             "lstm_ms": time_ms(fwd_bwd(lstm, x), args.repeats, device)}
+    stack["qrnn_speedup_vs_lstm"] = stack["lstm_ms"]["median"] / stack["qrnn_ms"]["median"]
+    results["stack"] = stack
+
+    goals = {
+        f"layer_within_{GOAL_LAYER_VS_FLOOR}x_of_gate_floor": all(
+            results[f"window{w}"]["layer_vs_floor"] <= GOAL_LAYER_VS_FLOOR for w in (1, 2)),
+        f"stack_{GOAL_STACK_VS_LSTM}x_faster_than_lstm": stack["qrnn_speedup_vs_lstm"] >= GOAL_STACK_VS_LSTM,
+    }
+    name = "qrnn_layer_cuda" if args.cuda else "qrnn_layer_cpu"
+    path = write_result(name, {"shape": {"T": T, "B": B, "H": H, "layers": NUM_LAYERS},
+                               "results": results, "goals": goals},
+                        command=f"python -m benchmarks.qrnn_layer{' --cuda' if args.cuda else ''}")
+    print(path)
+    for key, entry in results.items():
+        print(key, {k: (round(v["median"], 2) if isinstance(v, dict) else v) for k, v in entry.items()})
+    print(goals)
+
+
+if __name__ == "__main__":
+    main()
