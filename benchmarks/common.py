@@ -46,6 +46,8 @@ def machine_info() -> dict:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
+        # glibc malloc tuning changes CPU timings by 10-60% (DEVELOPERS.md).
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
     }
     try:
         import fairseq

@@ -145,3 +145,14 @@ def test_reduce_metrics_logs_base2_loss_and_per_cluster_statistics():
     assert values["cluster1_frac"] == pytest.approx(3 / 8)
     assert values["cluster0_loss"] == pytest.approx(5.0 / 5 / math.log(2), abs=1e-3)
     assert values["cluster1_loss"] == pytest.approx(11.0 / 3 / math.log(2), abs=1e-3)
+
+
+def test_named_architectures_override_only_what_they_name(data_bin):
+    _, seed, _ = build(data_bin, arch="qrnn_lm_wikitext2_seed")
+    assert [layer.hidden_size for layer in seed.decoder.qrnn.layers] == [300, 300, 300, 300]
+    V = len(seed.decoder.dictionary)
+    assert seed.decoder.adaptive_softmax.cutoffs == [round(0.0667 * V), round(0.2 * V), V]
+    # A flag on the command line beats the architecture's value.
+    _, wt2, _ = build(data_bin, "--num-layers", "2", "--adaptive-softmax-cutoff", "20,60", arch="qrnn_lm_wikitext2")
+    assert len(wt2.decoder.qrnn.layers) == 2 and wt2.decoder.adaptive_softmax.cutoffs[:2] == [20, 60]
+    assert wt2.decoder.qrnn.between_layers.p == 0.1

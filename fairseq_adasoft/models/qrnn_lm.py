@@ -175,17 +175,47 @@ class QRNNLanguageModel(FairseqLanguageModel):
         return cls(QRNNDecoder(cfg, task.target_dictionary))
 
 
-@register_model_architecture("qrnn_lm", "qrnn_lm_wikitext2")
-def qrnn_lm_wikitext2(cfg):
-    """A WikiText-2 model sized for about half an hour of 2-core CPU training:
-    the seed experiment's 4 x 300 QRNN (embedding 300) with AWD dropouts scaled
-    down for a short run, and the seed's cutoffs [V/15, 3V/15]."""
+@register_model_architecture("qrnn_lm", "qrnn_lm_wikitext2_seed")
+def qrnn_lm_wikitext2_seed(cfg):
+    """The seed experiment: a 4 x 300 QRNN with adaptive softmax cutoffs
+    [V/15, 3V/15] (0.0667 and 0.2 of V: 2220 and 6656 on WikiText-2, where the
+    seed rounded to 2219 and 6657) and div_value 4. The seed trained with SGD
+    with Nesterov momentum, lr 1 and gradient clipping: in fairseq,
+    ``--optimizer nag --lr 1 --momentum 0.9 --clip-norm 0.25``."""
     cfg.embed_dim = getattr(cfg, "embed_dim", 300)
     cfg.hidden_size = getattr(cfg, "hidden_size", 300)
     cfg.num_layers = getattr(cfg, "num_layers", 4)
+    cfg.adaptive_softmax_cutoff = getattr(cfg, "adaptive_softmax_cutoff", "0.0667,0.2")
+    cfg.adaptive_softmax_div_value = getattr(cfg, "adaptive_softmax_div_value", 4.0)
+
+
+@register_model_architecture("qrnn_lm", "qrnn_lm_wikitext2")
+def qrnn_lm_wikitext2(cfg):
+    """The WikiText-2 model for about half an hour of 2-core CPU training
+    (benchmarks/results/wikitext2_main.json): the seed's 4 x 300 QRNN and
+    cutoffs with AWD dropouts scaled down for a 6-epoch run."""
     cfg.dropout = getattr(cfg, "dropout", 0.2)
     cfg.dropout_input = getattr(cfg, "dropout_input", 0.2)
     cfg.dropout_hidden = getattr(cfg, "dropout_hidden", 0.1)
     cfg.dropout_embed = getattr(cfg, "dropout_embed", 0.0)
     cfg.weight_drop = getattr(cfg, "weight_drop", 0.0)
-    cfg.adaptive_softmax_cutoff = getattr(cfg, "adaptive_softmax_cutoff", "0.0667,0.2")
+    qrnn_lm_wikitext2_seed(cfg)
+
+
+@register_model_architecture("qrnn_lm", "qrnn_lm_wikitext103")
+def qrnn_lm_wikitext103(cfg):
+    """Merity, Keskar & Socher 2018, "An Analysis of Neural Language Modeling
+    at Multiple Scales" (33.0 test perplexity on WikiText-103): a 4-layer QRNN,
+    embedding 400, hidden 2500, light dropouts and no weight drop, with
+    awd-lstm-lm's WikiText-103 splits [2800, 20000, 76000] (their tails keep the
+    full dimension, hence div_value 1). They trained with Adam, lr 1e-3, BPTT 140."""
+    cfg.embed_dim = getattr(cfg, "embed_dim", 400)
+    cfg.hidden_size = getattr(cfg, "hidden_size", 2500)
+    cfg.num_layers = getattr(cfg, "num_layers", 4)
+    cfg.dropout = getattr(cfg, "dropout", 0.1)
+    cfg.dropout_input = getattr(cfg, "dropout_input", 0.1)
+    cfg.dropout_hidden = getattr(cfg, "dropout_hidden", 0.1)
+    cfg.dropout_embed = getattr(cfg, "dropout_embed", 0.0)
+    cfg.weight_drop = getattr(cfg, "weight_drop", 0.0)
+    cfg.adaptive_softmax_cutoff = getattr(cfg, "adaptive_softmax_cutoff", "2800,20000,76000")
+    cfg.adaptive_softmax_div_value = getattr(cfg, "adaptive_softmax_div_value", 1.0)
