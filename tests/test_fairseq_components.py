@@ -156,3 +156,29 @@ def test_named_architectures_override_only_what_they_name(data_bin):
     _, wt2, _ = build(data_bin, "--num-layers", "2", "--adaptive-softmax-cutoff", "20,60", arch="qrnn_lm_wikitext2")
     assert len(wt2.decoder.qrnn.layers) == 2 and wt2.decoder.adaptive_softmax.cutoffs[:2] == [20, 60]
     assert wt2.decoder.qrnn.between_layers.p == 0.1
+
+
+@pytest.mark.parametrize("div_value,tied_tails", [("4", [False, False]), ("1", [True, True])])
+def test_adaptive_tying_shares_the_embedding_where_dimensions_allow(data_bin, div_value, tied_tails):
+    task, tied, _ = build(data_bin, *ADAPTIVE, "--tie-adaptive-weights", "--adaptive-softmax-div-value", div_value)
+    _, untied, _ = build(data_bin, *ADAPTIVE, "--adaptive-softmax-div-value", div_value)
+    layer, embed = tied.decoder.adaptive_softmax, tied.decoder.embed_tokens
+    assert layer.tied_weight is embed.weight and layer.tail_tied == tied_tails
+    n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731  (shared ones once)
+    shared = 20 * 16 + sum(hi - lo for (lo, hi), t in zip([(20, 60), (60, len(task.dictionary))], tied_tails) if t) * 16
+    assert n_params(untied) - n_params(tied) == shared
+    # Output-side gradients reach the shared rows, and probabilities stay normalised.
+    tied.eval()
+    sample = batch(task)
+    lprobs = tied.get_normalized_probs(tied(**sample["net_input"]), log_probs=True)
+    torch.testing.assert_close(lprobs.exp().sum(-1), torch.ones(lprobs.shape[:2]), rtol=0, atol=1e-5)
+    never_input = torch.tensor([t for t in range(4, 20) if t not in sample["net_input"]["src_tokens"]])
+    lprobs[..., never_input].sum().backward()
+    assert embed.weight.grad[never_input].abs().sum() > 0
+
+
+def test_tying_flags_refuse_the_wrong_output_layer(data_bin):
+    with pytest.raises(ValueError, match="--tie-adaptive-weights ties an adaptive softmax"):
+        build(data_bin, *SMALL_MODEL, "--tie-adaptive-weights")
+    with pytest.raises(ValueError, match="use --tie-adaptive-weights instead"):
+        build(data_bin, *ADAPTIVE, "--share-input-output-embed")

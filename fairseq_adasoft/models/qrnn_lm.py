@@ -54,6 +54,14 @@ class QRNNLanguageModelConfig(FairseqDataclass):
     share_input_output_embed: bool = field(
         default=False, metadata={"help": "tie the input embedding and the full-softmax output weights"}
     )
+    tie_adaptive_weights: bool = field(
+        default=False,
+        metadata={
+            "help": "share the input embedding with the adaptive softmax: the head's shortlist rows, "
+            "and the output matrix of every tail whose projection keeps embed_dim features "
+            "(--adaptive-softmax-div-value 1)"
+        },
+    )
     adaptive_softmax_cutoff: Optional[str] = field(
         default=None,
         metadata={
@@ -93,8 +101,8 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         if cfg.adaptive_softmax_cutoff:
             if cfg.share_input_output_embed:
                 raise ValueError(
-                    "--share-input-output-embed ties a full softmax; drop it, or drop "
-                    "--adaptive-softmax-cutoff to use a full softmax"
+                    "--share-input-output-embed ties a full softmax; with --adaptive-softmax-cutoff "
+                    "use --tie-adaptive-weights instead"
                 )
             cutoffs = parse_cutoffs(cfg.adaptive_softmax_cutoff, vocab_size)
             self.adaptive_softmax = AdaptiveSoftmax(
@@ -103,8 +111,14 @@ class QRNNDecoder(FairseqIncrementalDecoder):
                 cutoffs,
                 div_value=cfg.adaptive_softmax_div_value,
                 dropout=cfg.adaptive_softmax_dropout,
+                tied_weight=self.embed_tokens.weight if cfg.tie_adaptive_weights else None,
             )
         else:
+            if cfg.tie_adaptive_weights:
+                raise ValueError(
+                    "--tie-adaptive-weights ties an adaptive softmax; set --adaptive-softmax-cutoff, "
+                    "or use --share-input-output-embed to tie a full softmax"
+                )
             self.output_projection = nn.Linear(cfg.embed_dim, vocab_size, bias=False)
             if cfg.share_input_output_embed:
                 self.output_projection.weight = self.embed_tokens.weight

@@ -80,6 +80,12 @@ class AdaptiveSoftmax(nn.Module):
         div_value: tail ``i`` projects to ``d // div_value^(i+1)`` features.
         dropout: dropout on the tail projections (training only).
         head_bias: give the head a bias.
+        tied_weight: an input embedding matrix (V x d) to share, as fairseq's
+            ``--tie-adaptive-weights`` does (Press & Wolf 2017; Baevski & Auli
+            2019): the head scores its shortlist with rows [0, cutoffs[0]) and
+            keeps its own cluster rows; tail i scores its words with rows
+            [cutoffs[i], cutoffs[i+1]) when its projection has d features
+            (``div_value`` 1), and keeps its own output matrix otherwise.
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class AdaptiveSoftmax(nn.Module):
         div_value: float = 4.0,
         dropout: float = 0.0,
         head_bias: bool = False,
+        tied_weight: Optional[nn.Parameter] = None,
     ):
         super().__init__()
         self.cutoffs = validate_cutoffs(cutoffs, vocab_size) + [vocab_size]
@@ -99,18 +106,41 @@ class AdaptiveSoftmax(nn.Module):
         self.vocab_size = vocab_size
         self.shortlist_size = self.cutoffs[0]
         self.n_clusters = len(self.cutoffs) - 1
-        self.head = nn.Linear(input_dim, self.shortlist_size + self.n_clusters, bias=head_bias)
+        if tied_weight is not None and tuple(tied_weight.shape) != (vocab_size, input_dim):
+            raise ValueError(
+                f"the tied embedding is {tuple(tied_weight.shape)}, the adaptive softmax needs "
+                f"{vocab_size} x {input_dim}: give the embedding the output layer's dimension"
+            )
+        self.tied_weight = tied_weight
+        if tied_weight is None:
+            self.head = nn.Linear(input_dim, self.shortlist_size + self.n_clusters, bias=head_bias)
+        else:  # only the cluster rows are the head's own
+            self.head_clusters = nn.Linear(input_dim, self.n_clusters, bias=head_bias)
         self.tail = nn.ModuleList()
+        self.tail_tied = []
         for i in range(self.n_clusters):
             proj_dim = max(1, int(input_dim // (div_value ** (i + 1))))
             cluster_size = self.cutoffs[i + 1] - self.cutoffs[i]
-            self.tail.append(
-                nn.Sequential(
-                    nn.Linear(input_dim, proj_dim, bias=False),
-                    nn.Dropout(dropout),
-                    nn.Linear(proj_dim, cluster_size, bias=False),
-                )
-            )
+            tied = tied_weight is not None and proj_dim == input_dim
+            layers = [nn.Linear(input_dim, proj_dim, bias=False), nn.Dropout(dropout)]
+            if not tied:
+                layers.append(nn.Linear(proj_dim, cluster_size, bias=False))
+            self.tail.append(nn.Sequential(*layers))
+            self.tail_tied.append(tied)
+
+    def _head(self, x: Tensor) -> Tensor:
+        """Head logits: N x d -> N x (shortlist + clusters)."""
+        if self.tied_weight is None:
+            return self.head(x)
+        shortlist = F.linear(x, self.tied_weight[: self.shortlist_size])  # N x s
+        return torch.cat([shortlist, self.head_clusters(x).to(shortlist.dtype)], dim=1)
+
+    def _tail(self, i: int, x: Tensor) -> Tensor:
+        """Tail i logits: rows x d -> rows x cluster_size."""
+        h = self.tail[i](x)
+        if self.tail_tied[i]:
+            return F.linear(h, self.tied_weight[self.cutoffs[i] : self.cutoffs[i + 1]])
+        return h
 
     def cluster_of(self, target: Tensor) -> Tensor:
         """0 for shortlist targets, i + 1 for targets in cluster i."""
@@ -128,11 +158,11 @@ class AdaptiveSoftmax(nn.Module):
         head_target = torch.where(cluster == 0, target, self.shortlist_size - 1 + cluster)
         # Fused log-softmax + pick: its backward is softmax - one_hot, with no
         # zero-filled N x (s + k) gradient per cluster.
-        nll = F.cross_entropy(upcast(self.head(input)), head_target, reduction="none")  # N
-        for i, tail in enumerate(self.tail):
+        nll = F.cross_entropy(upcast(self._head(input)), head_target, reduction="none")  # N
+        for i in range(self.n_clusters):
             # May be empty: the tail still runs, so its weights get a zero gradient.
             rows = (cluster == i + 1).nonzero().squeeze(1)
-            logits = upcast(tail(input.index_select(0, rows)))  # rows x cluster_size
+            logits = upcast(self._tail(i, input.index_select(0, rows)))  # rows x cluster_size
             in_cluster = target.index_select(0, rows) - self.cutoffs[i]
             nll = nll.index_add(0, rows, F.cross_entropy(logits, in_cluster, reduction="none"))
         return -nll
@@ -143,11 +173,11 @@ class AdaptiveSoftmax(nn.Module):
         """Log-probabilities (fp32 for 16-bit inputs) over the whole vocabulary: ... x d -> ... x V."""
         lead = input.shape[:-1]
         x = input.reshape(-1, input.size(-1))  # N x d
-        head_lp = F.log_softmax(upcast(self.head(x)), dim=-1)  # N x (s + k)
+        head_lp = F.log_softmax(upcast(self._head(x)), dim=-1)  # N x (s + k)
         parts = [head_lp[:, : self.shortlist_size]]
-        for i, tail in enumerate(self.tail):
+        for i in range(self.n_clusters):
             cluster_lp = head_lp[:, self.shortlist_size + i].unsqueeze(1)  # N x 1
-            parts.append(F.log_softmax(upcast(tail(x)), dim=-1) + cluster_lp)
+            parts.append(F.log_softmax(upcast(self._tail(i, x)), dim=-1) + cluster_lp)
         return torch.cat(parts, dim=1).view(*lead, self.vocab_size)
 
     def get_log_prob(self, input: Tensor, target: Optional[Tensor] = None) -> Tensor:
