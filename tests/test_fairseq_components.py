@@ -182,3 +182,28 @@ def test_tying_flags_refuse_the_wrong_output_layer(data_bin):
         build(data_bin, *SMALL_MODEL, "--tie-adaptive-weights")
     with pytest.raises(ValueError, match="use --tie-adaptive-weights instead"):
         build(data_bin, *ADAPTIVE, "--share-input-output-embed")
+
+
+@pytest.mark.parametrize("output", ["adaptive", "full"])
+def test_fairseq_beam_search_scores_equal_a_full_forward(data_bin, output):
+    """fairseq's SequenceGenerator decodes incrementally and reorders the QRNN
+    state between beams; each generated token's score must be the model's
+    log-probability of it given the whole prefix."""
+    from fairseq.sequence_generator import SequenceGenerator
+
+    task, model, _ = build(data_bin, *(ADAPTIVE if output == "adaptive" else SMALL_MODEL))
+    model.eval()
+    d = task.target_dictionary
+    prefix = batch(task, bsz=2, tgt_len=3)["net_input"]["src_tokens"]  # B x 3
+    sample = {"net_input": {"src_tokens": prefix, "src_lengths": torch.full((2,), 3)}}
+    generator = SequenceGenerator([model], d, beam_size=3, max_len_b=8, min_len=8)
+    with torch.no_grad():
+        hypos = generator.generate([model], sample, prefix_tokens=prefix)
+        for b, beams in enumerate(hypos):
+            assert len(beams) == 3 and torch.equal(beams[0]["tokens"][:3], prefix[b])
+            for hyp in beams:
+                tokens = hyp["tokens"]  # ends with eos
+                source = torch.cat([tokens.new_tensor([d.eos()]), tokens[:-1]]).unsqueeze(0)
+                lprobs = model.get_normalized_probs(model(source), log_probs=True)[0]  # T x V
+                expected = lprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)
+                torch.testing.assert_close(hyp["positional_scores"], expected, rtol=0, atol=1e-4)

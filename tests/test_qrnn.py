@@ -98,3 +98,20 @@ def test_conv_and_linear_gates_give_the_same_gradients():
         grads[gate_op] = torch.autograd.grad(h.sum(), [x, layer.linear.weight, layer.linear.bias])
     for a, b in zip(grads["linear"], grads["conv"]):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("gate_op", ["linear", "conv"])
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
+def test_16_bit_stack_stays_close_to_fp32(dtype, tol, gate_op):
+    torch.manual_seed(0)
+    qrnn = QRNN(C, H, num_layers=3).eval()
+    x = torch.randn(40, B, C)
+    reference, _ = qrnn(x)
+    low = QRNN(C, H, num_layers=3).eval()
+    low.load_state_dict(qrnn.state_dict())
+    low.to(dtype)
+    for layer in low.layers:
+        layer.gate_op = gate_op
+    out, state = low(x.to(dtype))
+    assert out.dtype == dtype and state[0][0].dtype == dtype
+    torch.testing.assert_close(out.float(), reference, rtol=tol, atol=tol)

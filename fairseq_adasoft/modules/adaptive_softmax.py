@@ -122,7 +122,11 @@ class AdaptiveSoftmax(nn.Module):
             proj_dim = max(1, int(input_dim // (div_value ** (i + 1))))
             cluster_size = self.cutoffs[i + 1] - self.cutoffs[i]
             tied = tied_weight is not None and proj_dim == input_dim
-            layers = [nn.Linear(input_dim, proj_dim, bias=False), nn.Dropout(dropout)]
+            # Identity at p = 0 keeps the parameter names and skips a no-op pass.
+            layers = [
+                nn.Linear(input_dim, proj_dim, bias=False),
+                nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+            ]
             if not tied:
                 layers.append(nn.Linear(proj_dim, cluster_size, bias=False))
             self.tail.append(nn.Sequential(*layers))
