@@ -207,3 +207,11 @@ def test_fairseq_beam_search_scores_equal_a_full_forward(data_bin, output):
                 lprobs = model.get_normalized_probs(model(source), log_probs=True)[0]  # T x V
                 expected = lprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)
                 torch.testing.assert_close(hyp["positional_scores"], expected, rtol=0, atol=1e-4)
+
+
+def test_other_models_keep_the_cutoffs_they_ignore(data_bin):
+    """fairseq's lstm_lm carries a default cutoff string that only adaptive_loss
+    uses; the task must not reject it for other criteria."""
+    _, model, _ = build(data_bin, "--decoder-embed-dim", "16", "--decoder-hidden-size", "16",
+                        "--decoder-out-embed-dim", "16", arch="lstm_lm", criterion="cross_entropy")
+    assert model.decoder.adaptive_softmax is None

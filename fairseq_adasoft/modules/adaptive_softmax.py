@@ -50,6 +50,15 @@ def validate_cutoffs(cutoffs: Sequence[int], vocab_size: int, flag: str = "cutof
     return cutoffs
 
 
+def is_fraction_spec(spec: str) -> bool:
+    """Whether cutoffs are given as fractions of the vocabulary (every value in (0, 1))."""
+    try:
+        values = [float(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        return False
+    return bool(values) and all(0.0 < v < 1.0 for v in values)
+
+
 def parse_cutoffs(spec: str, vocab_size: int, flag: str = "--adaptive-softmax-cutoff") -> List[int]:
     """Read cutoffs given as word ids (``2000,6000``) or as fractions of the
     vocabulary (``0.0667,0.2``: every value below 1), and validate them."""
@@ -60,7 +69,7 @@ def parse_cutoffs(spec: str, vocab_size: int, flag: str = "--adaptive-softmax-cu
             f"{flag}={spec!r} is not a comma-separated list of word ids or of fractions of "
             f"the vocabulary, e.g. '2000,6000' or '0.0667,0.2'"
         ) from None
-    if values and all(0.0 < v < 1.0 for v in values):
+    if is_fraction_spec(spec):
         return validate_cutoffs([round(v * vocab_size) for v in values], vocab_size, flag)
     if any(v != int(v) for v in values):
         raise ValueError(

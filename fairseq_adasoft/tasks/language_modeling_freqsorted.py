@@ -15,7 +15,7 @@ from fairseq import utils
 from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 
-from fairseq_adasoft.modules import parse_cutoffs
+from fairseq_adasoft.modules import is_fraction_spec, parse_cutoffs
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +75,16 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
 
     def build_model(self, cfg, from_checkpoint=False):
         spec = getattr(cfg, "adaptive_softmax_cutoff", None)
-        if spec:
+        if spec and is_fraction_spec(str(spec)):
+            # Resolved here so that the checkpoint keeps word ids.
             cutoffs = parse_cutoffs(str(spec), len(self.output_dictionary))
             cfg.adaptive_softmax_cutoff = ",".join(map(str, cutoffs))
-            self._log_cluster_shares(cutoffs)
+        # Ids are validated by the model that uses them: fairseq's lstm_lm carries a
+        # default cutoff it ignores unless its criterion is adaptive_loss.
         model = super().build_model(cfg, from_checkpoint)
         layer = getattr(model.decoder, "adaptive_softmax", None)
+        if hasattr(layer, "cutoffs"):
+            self._log_cluster_shares(layer.cutoffs[:-1])
         # fairseq's adaptive_loss drives fairseq's AdaptiveSoftmax through adapt_target().
         self._fairseq_adaptive_softmax = hasattr(layer, "adapt_target")
         return model

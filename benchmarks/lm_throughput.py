@@ -1,0 +1,84 @@
+"""End-to-end training throughput (words/s, from fairseq's own log) on WikiText-2.
+
+Four setups at the same sizes and data, each a real `fairseq-train` run:
+qrnn_lm + adaptive softmax, qrnn_lm + full softmax, fairseq's lstm_lm +
+adaptive_loss (which needs --ddp-backend legacy_ddp) and lstm_lm + cross_entropy.
+
+    python -m benchmarks.lm_throughput [--updates 60]
+
+Needs recipes/wikitext2/prepare.sh to have run (data-bin/wikitext-2).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from benchmarks.common import ROOT, write_result
+
+DATA = os.path.join(ROOT, "data-bin", "wikitext-2")
+BIN = os.path.dirname(sys.executable)
+# The seed experiment's sizes: 4 layers of 300 units, embedding 300, batches of
+# 48 x 70 tokens, cutoffs [V/15, 3V/15] with div_value 4 (fairseq's factor 4).
+SIZE, LAYERS, CUTOFFS = 300, 4, "2220,6656"
+COMMON = ["--task", "language_modeling_freqsorted", "--user-dir", os.path.join(ROOT, "fairseq_adasoft"),
+          "--tokens-per-sample", "70", "--batch-size", "48", "--optimizer", "adam", "--lr", "0.002",
+          "--clip-norm", "0.25", "--cpu", "--disable-validation", "--no-save", "--seed", "1",
+          "--log-format", "json", "--log-interval", "10"]
+QRNN = ["--arch", "qrnn_lm", "--embed-dim", str(SIZE), "--hidden-size", str(SIZE), "--num-layers", str(LAYERS),
+        "--dropout", "0.1", "--dropout-input", "0.1", "--dropout-hidden", "0.1", "--dropout-embed", "0",
+        "--weight-drop", "0"]
+LSTM = ["--arch", "lstm_lm", "--decoder-embed-dim", str(SIZE), "--decoder-hidden-size", str(SIZE),
+        "--decoder-out-embed-dim", str(SIZE), "--decoder-layers", str(LAYERS), "--dropout", "0.1"]
+SETUPS = {
+    "qrnn_lm+adaptive_softmax": QRNN + ["--criterion", "adaptive_softmax", "--adaptive-softmax-cutoff", CUTOFFS],
+    "qrnn_lm+full_softmax": QRNN + ["--criterion", "adaptive_softmax"],
+    "lstm_lm+adaptive_loss": LSTM + ["--criterion", "adaptive_loss", "--adaptive-softmax-cutoff", CUTOFFS,
+                                     "--ddp-backend", "legacy_ddp"],
+    "lstm_lm+cross_entropy": LSTM + ["--criterion", "cross_entropy"],
+}
+SKIP_INTERVALS = 1  # the first log interval includes start-up and warm-up
+
+
+def run(name, args, updates):
+    env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_="100000000000")
+    cmd = [os.path.join(BIN, "fairseq-train"), DATA, *COMMON, *args, "--max-update", str(updates)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
+    wps = [float(json.loads(line[line.index("{"):])["wps"])
+           for line in (out.stdout + out.stderr).splitlines() if "train_inner" in line]
+    wps = wps[SKIP_INTERVALS:]
+    return {"command": " ".join(cmd[1:]), "wps_per_interval": wps,
+            "wps": {"min": min(wps), "median": statistics.median(wps), "max": max(wps)}}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--updates", type=int, default=60, help="updates per setup (log every 10)")
+    args = parser.parse_args()
+    if not os.path.isfile(os.path.join(DATA, "dict.txt")):
+        raise ValueError(f"{DATA} is missing: run recipes/wikitext2/prepare.sh first")
+    results = {}
+    for name, setup in SETUPS.items():
+        results[name] = run(name, setup, args.updates)
+        print(f"{name:28s} median {results[name]['wps']['median']:8.0f} words/s", flush=True)
+    med = {k: v["wps"]["median"] for k, v in results.items()}
+    ratios = {
+        "qrnn_adaptive_vs_lstm_adaptive": med["qrnn_lm+adaptive_softmax"] / med["lstm_lm+adaptive_loss"],
+        "qrnn_adaptive_vs_qrnn_full": med["qrnn_lm+adaptive_softmax"] / med["qrnn_lm+full_softmax"],
+        "lstm_adaptive_vs_lstm_full": med["lstm_lm+adaptive_loss"] / med["lstm_lm+cross_entropy"],
+    }
+    goals = {"qrnn_lm+adaptive >= 1.5x lstm_lm+adaptive_loss words/s": ratios["qrnn_adaptive_vs_lstm_adaptive"] >= 1.5}
+    print(ratios, goals)
+    print(write_result("lm_throughput", {
+        "settings": {"size": SIZE, "layers": LAYERS, "cutoffs": CUTOFFS, "tokens_per_update": 48 * 70,
+                     "updates": args.updates, "skipped_intervals": SKIP_INTERVALS},
+        "results": results, "ratios": ratios, "goals": goals,
+    }, command=f"python -m benchmarks.lm_throughput --updates {args.updates}"))
+
+
+if __name__ == "__main__":
+    main()
