@@ -6,7 +6,9 @@ Measures, at the seed experiment's sizes:
   * a QRNNLayer against its gate-operation floor (the gate op alone);
   * a 4-layer QRNN stack (windows 2/1/1/1) against a 4-layer nn.LSTM.
 
-    python -m benchmarks.qrnn_layer [--cuda] [--repeats 5]
+    python -m benchmarks.qrnn_layer [--cuda] [--bf16] [--repeats 5]
+
+``--bf16`` runs everything, the LSTM included, under CPU bf16 autocast.
 """
 
 import argparse
@@ -28,9 +30,16 @@ GOAL_LAYER_VS_FLOOR = 1.3
 GOAL_STACK_VS_LSTM = 2.0
 
 
-def time_ms(fn, repeats, device):
+def time_ms(fn, repeats, device, bf16=False):
     """min/median/max milliseconds of one call, over repeats of ITERS_PER_REPEAT calls."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if bf16:
+        plain = fn
+
+        def fn():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                plain()
+
     for _ in range(WARMUP):
         fn()
     sync()
@@ -68,8 +77,11 @@ def gate_floor(layer, x, mode):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cuda", action="store_true", help="measure on the GPU")
+    parser.add_argument("--bf16", action="store_true", help="CPU bf16 autocast for every model")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    if args.bf16 and args.cuda:
+        raise ValueError("--bf16 measures CPU autocast; drop --cuda")
     device = torch.device("cuda" if args.cuda else "cpu")
     torch.manual_seed(0)
     x = torch.randn(T, B, H, device=device, requires_grad=True)  # T x B x C
@@ -80,8 +92,8 @@ def main():
         entry = {}
         for mode in ("linear", "conv"):
             layer.gate_op = mode
-            entry[f"floor_{mode}_ms"] = time_ms(gate_floor(layer, x, mode), args.repeats, device)
-            entry[f"layer_{mode}_ms"] = time_ms(fwd_bwd(layer, x), args.repeats, device)
+            entry[f"floor_{mode}_ms"] = time_ms(gate_floor(layer, x, mode), args.repeats, device, args.bf16)
+            entry[f"layer_{mode}_ms"] = time_ms(fwd_bwd(layer, x), args.repeats, device, args.bf16)
         layer.gate_op = "auto"
         chosen = layer._resolved_gate_op(x)
         entry["auto_picks"] = chosen
@@ -90,8 +102,8 @@ def main():
 
     qrnn = QRNN(H, H, num_layers=NUM_LAYERS).to(device)
     lstm = torch.nn.LSTM(H, H, num_layers=NUM_LAYERS).to(device)
-    stack = {"qrnn_ms": time_ms(fwd_bwd(qrnn, x), args.repeats, device),
-             "lstm_ms": time_ms(fwd_bwd(lstm, x), args.repeats, device)}
+    stack = {"qrnn_ms": time_ms(fwd_bwd(qrnn, x), args.repeats, device, args.bf16),
+             "lstm_ms": time_ms(fwd_bwd(lstm, x), args.repeats, device, args.bf16)}
     stack["qrnn_speedup_vs_lstm"] = stack["lstm_ms"]["median"] / stack["qrnn_ms"]["median"]
     results["stack"] = stack
 
@@ -100,10 +112,10 @@ def main():
             results[f"window{w}"]["layer_vs_floor"] <= GOAL_LAYER_VS_FLOOR for w in (1, 2)),
         f"stack_{GOAL_STACK_VS_LSTM}x_faster_than_lstm": stack["qrnn_speedup_vs_lstm"] >= GOAL_STACK_VS_LSTM,
     }
-    name = "qrnn_layer_cuda" if args.cuda else "qrnn_layer_cpu"
+    name = "qrnn_layer_cuda" if args.cuda else "qrnn_layer_cpu_bf16" if args.bf16 else "qrnn_layer_cpu"
     path = write_result(name, {"shape": {"T": T, "B": B, "H": H, "layers": NUM_LAYERS},
                                "results": results, "goals": goals},
-                        command=f"python -m benchmarks.qrnn_layer{' --cuda' if args.cuda else ''}")
+                        command="python -m benchmarks.qrnn_layer" + " --cuda" * args.cuda + " --bf16" * args.bf16)
     print(path)
     for key, entry in results.items():
         print(key, {k: (round(v["median"], 2) if isinstance(v, dict) else v) for k, v in entry.items()})

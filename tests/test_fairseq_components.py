@@ -215,3 +215,20 @@ def test_other_models_keep_the_cutoffs_they_ignore(data_bin):
     _, model, _ = build(data_bin, "--decoder-embed-dim", "16", "--decoder-hidden-size", "16",
                         "--decoder-out-embed-dim", "16", arch="lstm_lm", criterion="cross_entropy")
     assert model.decoder.adaptive_softmax is None
+
+
+def test_cpu_bf16_autocast_stays_close_to_fp32(data_bin):
+    task, fp32, criterion = build(data_bin, *ADAPTIVE)
+    _, bf16, _ = build(data_bin, *ADAPTIVE, "--cpu-autocast-bf16")
+    bf16.load_state_dict(fp32.state_dict())
+    fp32.eval(), bf16.eval()
+    sample = batch(task)
+    features32, _ = fp32.decoder(sample["net_input"]["src_tokens"])
+    features16, _ = bf16.decoder(sample["net_input"]["src_tokens"])
+    assert features16.dtype == torch.float32  # the output layer and loss see fp32
+    torch.testing.assert_close(features16, features32, rtol=0.05, atol=0.05)
+    loss16, _, _ = criterion(bf16, sample)
+    loss32, _, _ = criterion(fp32, sample)
+    assert loss16.item() == pytest.approx(loss32.item(), rel=0.01)
+    loss16.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in bf16.parameters())

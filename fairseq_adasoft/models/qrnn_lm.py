@@ -62,6 +62,14 @@ class QRNNLanguageModelConfig(FairseqDataclass):
             "(--adaptive-softmax-div-value 1)"
         },
     )
+    cpu_autocast_bf16: bool = field(
+        default=False,
+        metadata={
+            "help": "on CPU, run the QRNN's matmuls under torch.autocast('cpu', torch.bfloat16) "
+            "(fairseq's --bf16 does not work on CPU); the recurrence accumulates in fp32 and the "
+            "output layer and loss stay in fp32"
+        },
+    )
     adaptive_softmax_cutoff: Optional[str] = field(
         default=None,
         metadata={
@@ -83,6 +91,7 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         super().__init__(dictionary)
         vocab_size = len(dictionary)
         self.dropout_embed = cfg.dropout_embed
+        self.cpu_autocast_bf16 = cfg.cpu_autocast_bf16
         self.embed_tokens = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=dictionary.pad())
         self.dropout_input = LockedDropout(cfg.dropout_input)
         self.qrnn = QRNN(
@@ -146,8 +155,10 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         x = embedding_dropout(self.embed_tokens, prev_output_tokens, self.dropout_embed, self.training)
         x = x.transpose(0, 1)  # B x T x C -> T x B x C
         x = self.dropout_input(x)
-        x, state = self.qrnn(x, state)  # T x B x C
-        x = self.dropout_output(x)
+        autocast = self.cpu_autocast_bf16 and x.device.type == "cpu"
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            x, state = self.qrnn(x, state)  # T x B x C
+        x = self.dropout_output(x.float() if autocast else x)
         if incremental_state is not None:
             self._set_state(incremental_state, state)
         return x.transpose(0, 1), {"attn": None}  # B x T x C
