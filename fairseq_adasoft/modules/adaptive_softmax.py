@@ -79,6 +79,27 @@ def parse_cutoffs(spec: str, vocab_size: int, flag: str = "--adaptive-softmax-cu
     return validate_cutoffs(values, vocab_size, flag)
 
 
+class LogSumExpNLL(torch.autograd.Function):
+    """Per-row nll = logsumexp(logits) - logits[target], with backward
+    (softmax(logits) - one_hot(target)) * grad computed in place: unlike
+    log_softmax + gather it never stores an N x C log-probability tensor in
+    the forward pass, nor zero-fills an N x C gradient in the backward."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, target: Tensor) -> Tensor:
+        lse = torch.logsumexp(logits, dim=1)  # N
+        ctx.save_for_backward(logits, lse, target)
+        return lse - logits.gather(1, target.unsqueeze(1)).squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        logits, lse, target = ctx.saved_tensors
+        g = grad.unsqueeze(1)  # N x 1
+        grad_logits = (logits - lse.unsqueeze(1)).exp_().mul_(g)  # N x C: softmax * grad
+        grad_logits.scatter_add_(1, target.unsqueeze(1), -g)
+        return grad_logits, None
+
+
 class AdaptiveSoftmax(nn.Module):
     """Adaptive softmax output layer (Grave et al. 2017).
 
@@ -169,15 +190,13 @@ class AdaptiveSoftmax(nn.Module):
         cluster = self.cluster_of(target)  # N
         # The head's class for each row: the word itself, or its cluster's logit.
         head_target = torch.where(cluster == 0, target, self.shortlist_size - 1 + cluster)
-        # Fused log-softmax + pick: its backward is softmax - one_hot, with no
-        # zero-filled N x (s + k) gradient per cluster.
-        nll = F.cross_entropy(upcast(self._head(input)), head_target, reduction="none")  # N
+        nll = LogSumExpNLL.apply(upcast(self._head(input)), head_target)  # N
         for i in range(self.n_clusters):
             # May be empty: the tail still runs, so its weights get a zero gradient.
             rows = (cluster == i + 1).nonzero().squeeze(1)
             logits = upcast(self._tail(i, input.index_select(0, rows)))  # rows x cluster_size
             in_cluster = target.index_select(0, rows) - self.cutoffs[i]
-            nll = nll.index_add(0, rows, F.cross_entropy(logits, in_cluster, reduction="none"))
+            nll = nll.index_add(0, rows, LogSumExpNLL.apply(logits, in_cluster))
         return -nll
 
     forward = target_log_prob
