@@ -64,3 +64,20 @@ def data_bin(tiny_corpus, tmp_path_factory):
         "--destdir", dest, "--workers", "1",
     ])
     return dest
+
+
+@pytest.fixture(scope="session")
+def alphabetical_data_bin(tiny_corpus, data_bin, tmp_path_factory):
+    """The same corpus binarized with an alphabetical --srcdict (not frequency-sorted)."""
+    dest = tmp_path_factory.mktemp("data-bin-alpha")
+    lines = (data_bin / "dict.txt").read_text().splitlines()
+    srcdict = dest / "alphabetical.txt"
+    srcdict.write_text("\n".join(sorted(lines)) + "\n")
+    run([
+        fairseq_cli("fairseq-preprocess"), "--only-source", "--srcdict", srcdict,
+        "--trainpref", tiny_corpus / "train.txt",
+        "--validpref", tiny_corpus / "valid.txt",
+        "--testpref", tiny_corpus / "test.txt",
+        "--destdir", dest, "--workers", "1",
+    ])
+    return dest

@@ -100,13 +100,43 @@ def test_missing_data_directory_names_the_fix(tmp_path):
         build(tmp_path, *SMALL_MODEL)
 
 
-def test_unsorted_dictionary_is_refused(data_bin, tmp_path):
-    unsorted = tmp_path / "bin"
-    shutil.copytree(data_bin, unsorted)
-    lines = (unsorted / "dict.txt").read_text().splitlines()
-    (unsorted / "dict.txt").write_text("\n".join(sorted(lines, reverse=True)) + "\n")
-    with pytest.raises(ValueError, match="not sorted by frequency"):
-        build(unsorted, *SMALL_MODEL)
+def valid_sample(task, n=4):
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    return dataset.collater([dataset[i] for i in range(n)])
+
+
+def test_unsorted_dictionary_is_resorted_with_the_same_loss(data_bin, alphabetical_data_bin):
+    sorted_task, model, criterion = build(data_bin, *ADAPTIVE, "--tokens-per-sample", "32")
+    alpha_task, alpha_model, _ = build(alphabetical_data_bin, *ADAPTIVE, "--tokens-per-sample", "32")
+    assert alpha_task.dictionary.symbols == sorted_task.dictionary.symbols
+    # The file keeps its alphabetical ids; only the in-memory dictionary changed.
+    assert (alphabetical_data_bin / "dict.txt").read_text().splitlines() == sorted(
+        (data_bin / "dict.txt").read_text().splitlines())
+    alpha_model.load_state_dict(model.state_dict())
+    model.eval(), alpha_model.eval()
+    with torch.no_grad():
+        loss, n, _ = criterion(model, valid_sample(sorted_task))
+        alpha_loss, alpha_n, _ = criterion(alpha_model, valid_sample(alpha_task))
+    assert n == alpha_n == 4 * 32 and loss.item() == pytest.approx(alpha_loss.item(), rel=1e-6)
+
+
+def test_no_resort_turns_the_resort_into_an_error(alphabetical_data_bin):
+    with pytest.raises(ValueError, match="not in training-frequency order.*drop --no-resort"):
+        build(alphabetical_data_bin, *SMALL_MODEL, "--no-resort")
+
+
+def test_empty_training_split_is_a_clear_error(data_bin, tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    shutil.copy(data_bin / "dict.txt", empty / "dict.txt")
+    (tmp_path / "empty.txt").write_text("")
+    from conftest import fairseq_cli, run
+
+    run([fairseq_cli("fairseq-preprocess"), "--only-source", "--srcdict", empty / "dict.txt",
+         "--trainpref", tmp_path / "empty.txt", "--destdir", empty, "--workers", "1"])
+    with pytest.raises(ValueError, match="is empty: give fairseq-preprocess a non-empty --trainpref"):
+        build(empty, *SMALL_MODEL)
 
 
 def test_fairseq_adaptive_loss_is_refused_for_qrnn_lm(data_bin):
@@ -232,3 +262,12 @@ def test_cpu_bf16_autocast_stays_close_to_fp32(data_bin):
     assert loss16.item() == pytest.approx(loss32.item(), rel=0.01)
     loss16.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in bf16.parameters())
+
+
+def test_checkpoint_with_other_word_ids_is_refused(data_bin):
+    task, _, _ = build(data_bin, *SMALL_MODEL)
+    saved = task.state_dict()
+    assert saved["dictionary_symbols"] == task.dictionary.symbols
+    task.load_state_dict(saved)  # the same words: fine
+    with pytest.raises(ValueError, match="word ids do not match"):
+        task.load_state_dict({"dictionary_symbols": list(reversed(task.dictionary.symbols))})

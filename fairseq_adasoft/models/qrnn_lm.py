@@ -7,6 +7,7 @@ Socher 2018, "Regularizing and Optimizing LSTM Language Models").
 """
 
 import logging
+import zlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -91,7 +92,9 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         super().__init__(dictionary)
         vocab_size = len(dictionary)
         self.dropout_embed = cfg.dropout_embed
-        self.cpu_autocast_bf16 = cfg.cpu_autocast_bf16
+        # getattr: checkpoints from before these flags existed lack them.
+        self.cpu_autocast_bf16 = getattr(cfg, "cpu_autocast_bf16", False)
+        tie_adaptive = getattr(cfg, "tie_adaptive_weights", False)
         self.embed_tokens = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=dictionary.pad())
         self.dropout_input = LockedDropout(cfg.dropout_input)
         self.qrnn = QRNN(
@@ -120,10 +123,10 @@ class QRNNDecoder(FairseqIncrementalDecoder):
                 cutoffs,
                 div_value=cfg.adaptive_softmax_div_value,
                 dropout=cfg.adaptive_softmax_dropout,
-                tied_weight=self.embed_tokens.weight if cfg.tie_adaptive_weights else None,
+                tied_weight=self.embed_tokens.weight if tie_adaptive else None,
             )
         else:
-            if cfg.tie_adaptive_weights:
+            if tie_adaptive:
                 raise ValueError(
                     "--tie-adaptive-weights ties an adaptive softmax; set --adaptive-softmax-cutoff, "
                     "or use --share-input-output-embed to tie a full softmax"
@@ -185,11 +188,32 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         return UNBOUNDED_POSITIONS
 
 
+def vocabulary_crc(dictionary) -> int:
+    return zlib.crc32("\n".join(dictionary.symbols).encode("utf-8"))
+
+
 @register_model("qrnn_lm", dataclass=QRNNLanguageModelConfig)
 class QRNNLanguageModel(FairseqLanguageModel):
     """QRNN language model (Bradbury et al. 2016, "Quasi-Recurrent Neural
     Networks") with AWD regularisation (Merity et al. 2018) and an adaptive
     softmax output (Grave et al. 2017)."""
+
+    def __init__(self, decoder):
+        super().__init__(decoder)
+        # Which word each id means: a checkpoint only makes sense with this order.
+        self.register_buffer("vocab_crc", torch.tensor(vocabulary_crc(decoder.dictionary)))
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        saved = state_dict.get("vocab_crc")
+        if saved is None:  # written before the order was recorded
+            state_dict = {**state_dict, "vocab_crc": self.vocab_crc}
+        elif int(saved) != int(self.vocab_crc):
+            raise ValueError(
+                "this checkpoint was trained with another word order than the dictionary it is loaded "
+                "with: pass --task language_modeling_freqsorted (it re-sorts the dictionary as in "
+                "training) and the data the model was trained on"
+            )
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
     @classmethod
     def build_model(cls, cfg: QRNNLanguageModelConfig, task):

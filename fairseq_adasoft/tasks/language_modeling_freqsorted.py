@@ -2,16 +2,23 @@
 models with an adaptive softmax (Grave et al. 2017), whose clusters are only
 meaningful when word ids are sorted by decreasing frequency.
 
-At setup it checks the data directory and the dictionary order, resolves
-``--adaptive-softmax-cutoff`` into word ids before the model is built (so the
-checkpoint keeps ids), and logs the share of training tokens per cluster.
+At setup it counts the tokens of the real training split. When the dictionary
+(a ``--srcdict``, a sentencepiece vocabulary, ...) is not in that order, it
+builds a sorted dictionary and remaps every split's ids on the fly, never
+touching the user's files; special symbols keep their ids, and the order is
+saved in the checkpoint's task state. It also resolves fractional
+``--adaptive-softmax-cutoff`` values into word ids before the model is built
+(so the checkpoint keeps ids), and logs the share of training tokens per cluster.
 """
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
+import torch
 from fairseq import utils
+from fairseq.data import BaseWrapperDataset, Dictionary, data_utils
 from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 
@@ -22,7 +29,60 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FreqSortedLanguageModelingConfig(LanguageModelingConfig):
-    pass
+    no_resort: bool = field(
+        default=False,
+        metadata={"help": "fail instead of re-sorting a dictionary that is not in training-frequency order"},
+    )
+
+
+class RemapTokensDataset(BaseWrapperDataset):
+    """Language-model samples with every token id mapped through ``old_to_new``."""
+
+    def __init__(self, dataset, old_to_new: torch.Tensor):
+        super().__init__(dataset)
+        self.old_to_new = old_to_new
+
+    def __getitem__(self, index):
+        item = dict(self.dataset[index])
+        for key in ("source", "target"):
+            if item.get(key) is not None:
+                item[key] = self.old_to_new[item[key]]
+        return item
+
+
+def train_token_counts(data: str, dictionary, dataset_impl=None) -> np.ndarray:
+    """How often each dictionary id occurs in the binarized training split."""
+    path = os.path.join(utils.split_paths(data)[0], "train")
+    empty = ValueError(f"the training split {path} is empty: give fairseq-preprocess a non-empty --trainpref")
+    if os.path.isfile(path + ".bin") and os.path.getsize(path + ".bin") == 0:
+        raise empty  # fairseq's mmap reader would only say "cannot mmap an empty file"
+    dataset = data_utils.load_indexed_dataset(path, dictionary, dataset_impl)
+    if dataset is None:
+        raise ValueError(f"no training split at {path}.{{bin,idx}}: run fairseq-preprocess with --trainpref")
+    counts = np.zeros(len(dictionary), dtype=np.int64)
+    for i in range(len(dataset)):
+        counts += np.bincount(dataset[i].numpy(), minlength=len(dictionary))
+    if counts.sum() == 0:
+        raise empty
+    return counts
+
+
+def frequency_order(counts: np.ndarray, nspecial: int) -> list:
+    """Old ids in their new order: specials first, unchanged, then by decreasing
+    training count (ties keep the dictionary's order)."""
+    rest = sorted(range(nspecial, len(counts)), key=lambda i: (-counts[i], i))
+    return list(range(nspecial)) + rest
+
+
+def sorted_dictionary(dictionary, order: list, counts: np.ndarray):
+    """A copy of ``dictionary`` whose id k is the old id ``order[k]``."""
+    new = Dictionary(bos=dictionary.bos_word, pad=dictionary.pad_word, eos=dictionary.eos_word,
+                     unk=dictionary.unk_word, extra_special_symbols=None)
+    new.symbols = [dictionary.symbols[i] for i in order]
+    new.count = [int(counts[i]) for i in order]
+    new.indices = {sym: i for i, sym in enumerate(new.symbols)}
+    new.nspecial = dictionary.nspecial
+    return new
 
 
 def check_data_dir(data: str) -> None:
@@ -43,15 +103,6 @@ def check_data_dir(data: str) -> None:
         )
 
 
-def frequency_order_violation(dictionary):
-    """Index of the first word whose count exceeds its predecessor's, or None if sorted."""
-    counts = dictionary.count[dictionary.nspecial :]
-    for i in range(1, len(counts)):
-        if counts[i] > counts[i - 1]:
-            return dictionary.nspecial + i
-    return None
-
-
 @register_task("language_modeling_freqsorted", dataclass=FreqSortedLanguageModelingConfig)
 class FreqSortedLanguageModelingTask(LanguageModelingTask):
     """Language modelling with frequency-sorted word ids, as the adaptive
@@ -62,16 +113,51 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
     def setup_task(cls, args, **kwargs):
         check_data_dir(args.data)
         task = super().setup_task(args, **kwargs)
-        bad = frequency_order_violation(task.dictionary)
-        if bad is not None:
-            d = task.dictionary
-            raise ValueError(
-                f"{os.path.join(utils.split_paths(args.data)[0], 'dict.txt')} is not sorted by "
-                f"frequency ({d[bad - 1]!r} count {d.count[bad - 1]} comes before {d[bad]!r} count "
-                f"{d.count[bad]}), so adaptive softmax clusters would mix rare and frequent words; "
-                f"rebuild the data with fairseq-preprocess --only-source without --srcdict"
-            )
+        task.resort_by_training_frequency()
+        # Saved in checkpoints: the words behind the model's ids.
+        task.state.merge_state_dict({"dictionary_symbols": list(task.dictionary.symbols)})
         return task
+
+    def resort_by_training_frequency(self) -> None:
+        d = self.dictionary
+        counts = train_token_counts(self.args.data, d, self.args.dataset_impl)
+        order = frequency_order(counts, d.nspecial)
+        self.old_to_new = None
+        if order == list(range(len(d))):
+            return
+        dict_path = os.path.join(utils.split_paths(self.args.data)[0], "dict.txt")
+        first = next(k for k, old in enumerate(order) if old != k)
+        if self.args.no_resort:
+            raise ValueError(
+                f"{dict_path} is not in training-frequency order ({d[first]!r}, id {first}, occurs "
+                f"{counts[first]} times; {d[order[first]]!r} occurs {counts[order[first]]} times): "
+                f"drop --no-resort to re-sort it on the fly, or rebuild the data with "
+                f"fairseq-preprocess --only-source without --srcdict"
+            )
+        self.old_to_new = torch.empty(len(d), dtype=torch.long)
+        self.old_to_new[torch.tensor(order)] = torch.arange(len(d))
+        self.dictionary = self.output_dictionary = sorted_dictionary(d, order, counts)
+        moved = sum(1 for k, old in enumerate(order) if old != k)
+        logger.info(
+            "%s is not in training-frequency order: re-sorted %d of %d ids in memory (the file is "
+            "unchanged; the order is saved in checkpoints)", dict_path, moved, len(d)
+        )
+
+    def load_state_dict(self, state_dict):
+        saved = state_dict.get("dictionary_symbols")
+        if saved is not None and saved != list(self.dictionary.symbols):
+            raise ValueError(
+                f"the checkpoint's word ids do not match the (frequency-sorted) dictionary of "
+                f"{self.args.data}: evaluate on data preprocessed with the dictionary the model "
+                f"was trained with"
+            )
+        super().load_state_dict(state_dict)
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
+        if self.old_to_new is not None:  # binarized with the file's ids
+            self.datasets[split] = RemapTokensDataset(self.datasets[split], self.old_to_new)
+        return self.datasets[split]
 
     def build_model(self, cfg, from_checkpoint=False):
         spec = getattr(cfg, "adaptive_softmax_cutoff", None)

@@ -22,7 +22,7 @@ DEVICE_FLAGS=()
 
 cd "$ROOT"
 "$VENV_BIN/fairseq-eval-lm" "$DATA_BIN" \
-  --user-dir "$ROOT/fairseq_adasoft" \
+  --user-dir "$ROOT/fairseq_adasoft" --task language_modeling_freqsorted \
   --path "$CHECKPOINT" --gen-subset "$SUBSET" \
   --tokens-per-sample "$TOKENS_PER_SAMPLE" --batch-size 8 \
   "${DEVICE_FLAGS[@]}" 2>&1 | tee "$OUT_LOG"
