@@ -16,10 +16,10 @@ CORPUS_VOCAB = 120
 CORPUS_SEED = 1234
 
 
-def make_corpus(path, n_lines, seed):
+def make_corpus(path, n_lines, seed, vocab=CORPUS_VOCAB):
     rng = random.Random(seed)
-    words = [f"w{i:03d}" for i in range(CORPUS_VOCAB)]
-    weights = [1.0 / (i + 1) for i in range(CORPUS_VOCAB)]
+    words = [f"w{i:03d}" for i in range(vocab)]
+    weights = [1.0 / (i + 1) for i in range(vocab)]
     successor = {w: rng.choices(words, weights, k=3) for w in words}
     with open(path, "w") as f:
         for _ in range(n_lines):

@@ -271,3 +271,19 @@ def test_checkpoint_with_other_word_ids_is_refused(data_bin):
     task.load_state_dict(saved)  # the same words: fine
     with pytest.raises(ValueError, match="word ids do not match"):
         task.load_state_dict({"dictionary_symbols": list(reversed(task.dictionary.symbols))})
+
+
+def test_auto_cutoffs_through_the_task(tmp_path, data_bin):
+    from conftest import fairseq_cli, make_corpus, run
+
+    make_corpus(tmp_path / "train.txt", 3000, seed=5, vocab=600)
+    run([fairseq_cli("fairseq-preprocess"), "--only-source", "--trainpref", tmp_path / "train.txt",
+         "--destdir", tmp_path / "bin", "--workers", "1"])
+    auto = [*SMALL_MODEL, "--adaptive-softmax-cutoff", "auto"]
+    task, model, _ = build(tmp_path / "bin", *auto, "--adaptive-softmax-div-value", "2")
+    cutoffs = model.decoder.adaptive_softmax.cutoffs
+    assert all(a < b for a, b in zip(cutoffs, cutoffs[1:])) and cutoffs[-1] == len(task.dictionary)
+    with pytest.raises(ValueError, match="no cutoffs satisfy the capacity constraints for d=16, div_value=4.0"):
+        build(tmp_path / "bin", *auto)  # a 16-wide output leaves a 4-wide tail
+    with pytest.raises(ValueError, match="too few for an adaptive softmax"):
+        build(data_bin, *SMALL_MODEL, "--adaptive-softmax-cutoff", "auto")

@@ -75,7 +75,8 @@ class QRNNLanguageModelConfig(FairseqDataclass):
         default=None,
         metadata={
             "help": "comma-separated adaptive softmax cutoffs, as word ids (2000,6000) or as "
-            "fractions of the vocabulary (0.0667,0.2); unset means a full softmax"
+            "fractions of the vocabulary (0.0667,0.2), or 'auto' (chosen by the "
+            "language_modeling_freqsorted task from a cost model); unset means a full softmax"
         },
     )
     adaptive_softmax_div_value: float = field(

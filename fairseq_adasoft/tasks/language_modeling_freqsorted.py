@@ -14,6 +14,7 @@ saved in the checkpoint's task state. It also resolves fractional
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import torch
@@ -23,6 +24,13 @@ from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 
 from fairseq_adasoft.modules import is_fraction_spec, parse_cutoffs
+from fairseq_adasoft.modules.cutoff_search import (
+    DEFAULT_COST_MODEL,
+    CostModel,
+    auto_cutoffs,
+    expected_cost,
+    measure_cost_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +40,16 @@ class FreqSortedLanguageModelingConfig(LanguageModelingConfig):
     no_resort: bool = field(
         default=False,
         metadata={"help": "fail instead of re-sorting a dictionary that is not in training-frequency order"},
+    )
+    measure_cutoff_cost: bool = field(
+        default=False,
+        metadata={"help": "for --adaptive-softmax-cutoff auto, time matrix products on this device for "
+                  "the cost model (default: constants measured on a 2-core CPU)"},
+    )
+    cutoff_batch_tokens: Optional[int] = field(
+        default=None,
+        metadata={"help": "tokens per batch the --adaptive-softmax-cutoff auto cost model assumes "
+                  "(default: --batch-size x --tokens-per-sample)"},
     )
 
 
@@ -122,6 +140,7 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         d = self.dictionary
         counts = train_token_counts(self.args.data, d, self.args.dataset_impl)
         order = frequency_order(counts, d.nspecial)
+        self.train_counts = counts[order]  # in the (new) id order
         self.old_to_new = None
         if order == list(range(len(d))):
             return
@@ -161,7 +180,9 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
 
     def build_model(self, cfg, from_checkpoint=False):
         spec = getattr(cfg, "adaptive_softmax_cutoff", None)
-        if spec and is_fraction_spec(str(spec)):
+        if spec == "auto":
+            cfg.adaptive_softmax_cutoff = ",".join(map(str, self.choose_cutoffs(cfg)))
+        elif spec and is_fraction_spec(str(spec)):
             # Resolved here so that the checkpoint keeps word ids.
             cutoffs = parse_cutoffs(str(spec), len(self.output_dictionary))
             cfg.adaptive_softmax_cutoff = ",".join(map(str, cutoffs))
@@ -174,6 +195,33 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         # fairseq's adaptive_loss drives fairseq's AdaptiveSoftmax through adapt_target().
         self._fairseq_adaptive_softmax = hasattr(layer, "adapt_target")
         return model
+
+    def choose_cutoffs(self, cfg):
+        """--adaptive-softmax-cutoff auto: the cheapest cutoffs under Grave et al.'s cost model."""
+        d = getattr(cfg, "embed_dim", None) or getattr(cfg, "decoder_output_dim", None)
+        if not d:
+            raise ValueError("--adaptive-softmax-cutoff auto needs the model's output dimension "
+                             "(embed_dim or decoder_output_dim); give the cutoffs explicitly")
+        div_value = getattr(cfg, "adaptive_softmax_div_value", None) or getattr(cfg, "adaptive_softmax_factor", 4.0)
+        batch_tokens = self.args.cutoff_batch_tokens or (self.args.batch_size or 1) * self.args.tokens_per_sample
+        cost = DEFAULT_COST_MODEL
+        if self.args.measure_cutoff_cost:
+            cost = measure_cost_model("cuda" if torch.cuda.is_available() else "cpu")
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                # Every rank must choose the same cutoffs: average the measurements.
+                t = torch.tensor([cost.overhead_s, cost.seconds_per_madd, cost.flat_madds], dtype=torch.float64)
+                torch.distributed.all_reduce(t)
+                cost = CostModel(*(t / torch.distributed.get_world_size()).tolist())
+        cutoffs = auto_cutoffs(self.train_counts, d, div_value, batch_tokens, cost)
+        V = len(self.output_dictionary)
+        seed = [round(V / 15), 3 * round(V / 15)]
+        logger.info(
+            "--adaptive-softmax-cutoff auto: %s, modelled %.3g ms per batch of %d tokens (the [V/15, 3V/15] "
+            "rule: %.3g ms), cost model %s", cutoffs, 1e3 * expected_cost(cutoffs, self.train_counts, d, div_value,
+            batch_tokens, cost), batch_tokens, 1e3 * expected_cost(seed, self.train_counts, d, div_value,
+            batch_tokens, cost), cost,
+        )
+        return cutoffs
 
     def build_criterion(self, cfg):
         name = getattr(cfg, "_name", None) or getattr(cfg, "criterion", None)
