@@ -287,3 +287,15 @@ def test_auto_cutoffs_through_the_task(tmp_path, data_bin):
         build(tmp_path / "bin", *auto)  # a 16-wide output leaves a 4-wide tail
     with pytest.raises(ValueError, match="too few for an adaptive softmax"):
         build(data_bin, *SMALL_MODEL, "--adaptive-softmax-cutoff", "auto")
+
+
+def test_dictionary_missing_the_training_words_is_refused(tiny_corpus, data_bin, tmp_path):
+    from conftest import fairseq_cli, run
+
+    half = (data_bin / "dict.txt").read_text().splitlines()[:30]  # the 30 most frequent words only
+    (tmp_path / "dict.txt").write_text("\n".join(half) + "\n")
+    run([fairseq_cli("fairseq-preprocess"), "--only-source", "--srcdict", tmp_path / "dict.txt",
+         "--trainpref", tiny_corpus / "train.txt", "--destdir", tmp_path / "bin", "--workers", "1"])
+    with pytest.raises(ValueError, match=r"% of the training tokens .* are <unk>: the dictionary lacks"):
+        build(tmp_path / "bin", *SMALL_MODEL)
+    build(tmp_path / "bin", *SMALL_MODEL, "--max-unk-share", "0.9")  # deliberately allowed

@@ -41,6 +41,11 @@ class FreqSortedLanguageModelingConfig(LanguageModelingConfig):
         default=False,
         metadata={"help": "fail instead of re-sorting a dictionary that is not in training-frequency order"},
     )
+    max_unk_share: float = field(
+        default=0.1,
+        metadata={"help": "fail when more than this share of training tokens is <unk>, the sign of a "
+                  "dictionary that lacks the training words (WikiText-2 has 2.6%)"},
+    )
     measure_cutoff_cost: bool = field(
         default=False,
         metadata={"help": "for --adaptive-softmax-cutoff auto, time matrix products on this device for "
@@ -139,6 +144,13 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
     def resort_by_training_frequency(self) -> None:
         d = self.dictionary
         counts = train_token_counts(self.args.data, d, self.args.dataset_impl)
+        unk_share = counts[d.unk()] / counts.sum()
+        if unk_share > self.args.max_unk_share:
+            raise ValueError(
+                f"{100 * unk_share:.1f}% of the training tokens in {self.args.data} are {d.unk_word}: the "
+                f"dictionary lacks the training words. Rebuild the data with fairseq-preprocess without "
+                f"--srcdict (or with a dictionary made from this training text), or raise --max-unk-share"
+            )
         order = frequency_order(counts, d.nspecial)
         self.train_counts = counts[order]  # in the (new) id order
         self.old_to_new = None
