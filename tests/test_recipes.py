@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from conftest import ROOT, run
 
 PREPARE = os.path.join(ROOT, "recipes", "wikitext2", "prepare.sh")
@@ -30,3 +32,19 @@ def test_prepare_skips_prepared_data(tmp_path):
     (tmp_path / "bin" / ".prepared").write_text("raw=somewhere dict_size=33276\n")
     _, out = run(["bash", PREPARE], env={"DATA_BIN": str(tmp_path / "bin")})
     assert "already prepared" in out
+
+
+@pytest.mark.slow
+def test_sentencepiece_recipe_trains_through_the_resort(tiny_corpus, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for split in ("train", "valid", "test"):
+        (raw / f"wiki.{split}.tokens").write_text((tiny_corpus / f"{split}.txt").read_text())
+    env = {"RAW_DIR": str(raw), "SPM_VOCAB": "150", "SPM_DIR": str(tmp_path / "spm"),
+           "DATA_BIN": str(tmp_path / "bin"), "SAVE_DIR": str(tmp_path / "ckpt"),
+           "QUICK": "1", "MAX_UPDATE": "3", "BATCH_SIZE": "4", "TOKENS_PER_SAMPLE": "16"}
+    _, out = run(["bash", os.path.join(ROOT, "recipes", "wikitext2", "spm.sh")], env=env)
+    assert "not in training-frequency order: re-sorted" in out
+    assert (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+    # The user's files are untouched: dict.txt keeps sentencepiece's order.
+    assert (tmp_path / "bin" / "dict.txt").read_text() == (tmp_path / "spm" / "dict.txt").read_text()
