@@ -17,11 +17,12 @@ HERE=$ROOT/recipes/wikitext2
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 SPM_VOCAB=${SPM_VOCAB:-16000}
 SPM_DIR=${SPM_DIR:-$ROOT/work-data/wikitext-2-spm$SPM_VOCAB}
-export DATA_BIN=${DATA_BIN:-$ROOT/data-bin/wikitext-2-spm$SPM_VOCAB}
+DATA_BIN=${DATA_BIN:-$ROOT/data-bin/wikitext-2-spm$SPM_VOCAB}
+WORD_BIN=$ROOT/data-bin/wikitext-2
 
-if [ -z "${RAW_DIR:-}" ]; then
-  bash "$HERE/prepare.sh"
-  RAW_DIR=$(sed -n 's/^raw=\([^ ]*\) .*/\1/p' "$ROOT/data-bin/wikitext-2/.prepared")
+if [ -z "${RAW_DIR:-}" ]; then  # let prepare.sh find and verify the raw files
+  DATA_BIN=$WORD_BIN bash "$HERE/prepare.sh"
+  RAW_DIR=$(sed -n 's/^raw=\([^ ]*\) .*/\1/p' "$WORD_BIN/.prepared")
 fi
 for split in train valid test; do
   [ -s "$RAW_DIR/wiki.$split.tokens" ] || {
@@ -75,5 +76,6 @@ if [ ! -s "$DATA_BIN/.prepared" ]; then
   mv "$TMP_BIN" "$DATA_BIN"
 fi
 
+export DATA_BIN
 export SAVE_DIR=${SAVE_DIR:-$ROOT/checkpoints/wikitext2-spm$SPM_VOCAB$([ "${QUICK:-0}" = 1 ] && echo -quick || true)}
 bash "$HERE/train.sh" "$@"
