@@ -16,7 +16,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks.common import write_result
 from fairseq_adasoft.modules import QRNN, QRNNLayer
@@ -63,7 +62,7 @@ def fwd_bwd(module, x):
 
 def gate_floor(layer, x, mode):
     """The gate op alone (what a QRNN cannot avoid), forward+backward."""
-    weight, bias = layer.linear.weight, layer.linear.bias  # G*H x window*C
+    weight = layer.linear.weight  # G*H x window*C
 
     def step():
         if mode == "conv":

@@ -1,7 +1,6 @@
 """Dropout variants of AWD-LSTM (Merity et al. 2018, "Regularizing and
 Optimizing LSTM Language Models"), written for time-major ``T x B x C`` tensors."""
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
