@@ -2,9 +2,9 @@
 # The main job, from a fresh clone: set up the environment, prepare WikiText-2,
 # train qrnn_lm with an adaptive softmax, evaluate it, record the result.
 #
-# Hardware: 2 CPU cores (no GPU needed). Expected: ~45 minutes in all (~5 of
-#           them building fairseq on a fresh machine) and a test perplexity
-#           that benchmarks/results/wikitext2_main.json records.
+# Hardware: 2 CPU cores (no GPU needed). Expected: ~36 minutes in all (1,957 s
+#           measured, plus ~3 minutes building fairseq on a fresh machine) and
+#           test perplexity ~159 (benchmarks/results/wikitext2_main.json).
 #           QUICK=1: 150 updates, a few minutes, perplexity in the hundreds.
 # Result:   prints the validation and test perplexity; writes
 #           benchmarks/results/wikitext2_main[_quick].json.
