@@ -23,6 +23,7 @@ setup(
         "sentencepiece",
         "tensorboard",
     ],
-    extras_require={"test": ["pytest"]},
+    # matplotlib draws examples/plot_training.py's figures; the tests draw them too.
+    extras_require={"plot": ["matplotlib"], "test": ["pytest", "matplotlib"]},
     entry_points={"console_scripts": ["fairseq-adasoft-train = fairseq_adasoft.launch:cli_main"]},
 )

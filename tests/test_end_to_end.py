@@ -5,6 +5,7 @@ import math
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -134,3 +135,27 @@ def test_resorted_dictionary_trains_and_evaluates_unchanged(data_bin, alphabetic
     # fairseq's own task would read the alphabetical ids as they are: refused, naming the fix.
     code, out = run([*evaluate, alphabetical_data_bin], check=False)
     assert code != 0 and "pass --task language_modeling_freqsorted" in out
+
+
+def test_plot_training_draws_both_figures_for_each_run(data_bin, tmp_path):
+    logs = {}
+    for name, extra in (("adaptive", []), ("full", ["--adaptive-softmax-cutoff", ""])):
+        log = tmp_path / f"{name}.log"
+        run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
+             *extra, "--max-epoch", "2", "--max-update", "30", "--log-file", log, "--no-save"])
+        logs[name] = log
+    out = tmp_path / "curves.png"
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    from plot_training import plot_runs, read_log
+
+    runs = {name: read_log(str(log)) for name, log in logs.items()}
+    assert all(len(r["valid"]) == 2 and len(r["train"]) >= 4 for r in runs.values())
+    fig = plot_runs(runs, str(out))
+    by_time, by_epoch = fig.axes
+    assert [line.get_label() for line in by_time.lines] == ["adaptive", "full"]
+    assert {"adaptive (train)", "full (valid)"} <= {line.get_label() for line in by_epoch.lines}
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    # The command line does the same.
+    run([fairseq_cli("python"), os.path.join(ROOT, "examples", "plot_training.py"), "--out", tmp_path / "cli.png",
+         f"adaptive={logs['adaptive']}", f"full={logs['full']}"])
+    assert (tmp_path / "cli.png").stat().st_size > 10_000
