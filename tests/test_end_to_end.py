@@ -22,7 +22,10 @@ MODEL = ["--embed-dim", "32", "--hidden-size", "48", "--num-layers", "2",
 TRAIN = ["--task", "language_modeling_freqsorted", "--tokens-per-sample", "32",
          "--criterion", "adaptive_softmax", "--adaptive-softmax-cutoff", "20,60",
          "--optimizer", "adam", "--lr", "0.01", "--batch-size", "8", "--cpu",
-         "--log-format", "json", "--log-interval", "5", "--seed", "3"]
+         "--log-format", "json", "--log-interval", "5", "--seed", "3",
+         # No data-loading threads: a sub-second run could end while one was still
+         # alive, and the process then aborted at exit (seen once in CI).
+         "--num-workers", "0", "--data-buffer-size", "0"]
 EVAL_RE = re.compile(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.]+)")
 
 
