@@ -3,8 +3,15 @@
 #
 # Hardware: one NVIDIA GPU (written for, and run on, the lent H100 80GB machine:
 # Python 3.12, torch 2.11 + CUDA 13 preinstalled, no network, no fairseq).
-# Needs the wheelhouse .gpu_wheels/ (fairseq-fixed 0.12.3.1 sdist, hydra-core,
-# omegaconf, antlr4, bitarray, ...; built on a machine with network access).
+# Needs the wheelhouse .gpu_wheels/ (git-ignored; carry it to the GPU machine),
+# built on a machine with network access, for the GPU machine's CPython 3.12:
+#   pip download --no-deps -d .gpu_wheels fairseq-fixed==0.12.3.1
+#   pip download --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux_2_28_x86_64 -d .gpu_wheels hydra-core==1.3.2 \
+#     omegaconf==2.3.0 bitarray cffi pycparser sacrebleu regex portalocker \
+#     tabulate colorama lxml packaging tqdm PyYAML cython pytest pluggy iniconfig
+#   pip wheel --no-deps -w .gpu_wheels antlr4-python3-runtime==4.9.3  # pure Python
 # Run from the repository root:  bash benchmarks/gpu_fp16_check.sh
 # Does: installs the wheelhouse offline, builds fairseq's C++/Cython extensions
 # (CPU ones only: CUDA_HOME is unset, the language model needs no CUDA extension),
