@@ -10,13 +10,13 @@ Needs recipes/wikitext2/prepare.sh to have run (data-bin/wikitext-2).
 """
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 
 from benchmarks.common import ROOT, write_result
+from fairseq_adasoft.logs import json_records
 
 DATA = os.path.join(ROOT, "data-bin", "wikitext-2")
 BIN = os.path.dirname(sys.executable)
@@ -48,8 +48,8 @@ def run(name, args, updates):
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
-    wps = [float(json.loads(line[line.index("{"):])["wps"])
-           for line in (out.stdout + out.stderr).splitlines() if "train_inner" in line]
+    # Interval records carry a bare "wps"; epoch summaries say "train_wps".
+    wps = [float(rec["wps"]) for rec in json_records((out.stdout + out.stderr).splitlines()) if "wps" in rec]
     wps = wps[SKIP_INTERVALS:]
     return {"command": " ".join(cmd[1:]), "wps_per_interval": wps,
             "wps": {"min": min(wps), "median": statistics.median(wps), "max": max(wps)}}

@@ -4,10 +4,10 @@ Reads fairseq's JSON training log and fairseq-eval-lm's logs; the phase wall
 times come from the recipe."""
 
 import argparse
-import json
 import re
 
 from benchmarks.common import write_result
+from fairseq_adasoft.logs import json_records
 
 EVAL_RE = re.compile(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.]+)")
 
@@ -28,14 +28,7 @@ def read_train_log(path: str) -> dict:
     so summaries are keyed by their epoch number."""
     epochs, valids = {}, {}
     with open(path) as f:
-        for line in f:
-            brace = line.find("{")
-            if brace < 0:
-                continue
-            try:
-                stats = json.loads(line[brace:])
-            except json.JSONDecodeError:
-                continue
+        for stats in json_records(f):
             if "train_wps" in stats:
                 epochs[int(stats["epoch"])] = stats
             elif "valid_ppl" in stats:

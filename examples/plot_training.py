@@ -13,7 +13,6 @@ Losses are fairseq's, in bits per token (base 2).
 """
 
 import argparse
-import json
 import os
 from typing import Dict, List, Tuple
 
@@ -21,6 +20,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+
+from fairseq_adasoft.logs import json_records  # noqa: E402
 
 
 def read_log(path: str) -> Dict[str, List[Tuple[float, ...]]]:
@@ -31,16 +32,7 @@ def read_log(path: str) -> Dict[str, List[Tuple[float, ...]]]:
         raise ValueError(f"log {path!r} not found: pass fairseq's --log-file of a --log-format json run")
     train, valid = {}, {}
     with open(path) as f:
-        for line in f:
-            brace = line.find("{")
-            if brace < 0:
-                continue
-            try:
-                rec = json.loads(line[brace:])
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(rec, dict):
-                continue
+        for rec in json_records(f):
             if {"loss", "wall", "update", "num_updates"} <= rec.keys():
                 train[int(rec["num_updates"])] = (float(rec["wall"]), float(rec["update"]), float(rec["loss"]))
             elif "valid_loss" in rec and "epoch" in rec:

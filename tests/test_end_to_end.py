@@ -1,6 +1,5 @@
 """The real command-line tools on a tiny generated corpus."""
 
-import json
 import math
 import os
 import re
@@ -11,6 +10,7 @@ import pytest
 import torch
 
 import fairseq_adasoft  # noqa: F401  (registers the task for the in-process checkpoint load)
+from fairseq_adasoft.logs import json_records
 
 from conftest import PLUGIN, ROOT, fairseq_cli, run
 
@@ -30,11 +30,8 @@ EVAL_RE = re.compile(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.]+)")
 
 
 def train_losses(output):
-    losses = []
-    for line in output.splitlines():
-        if '"num_updates"' in line and "train_inner" in line:
-            losses.append(float(json.loads(line[line.index("{"):])["loss"]))
-    return losses
+    """Per-interval training losses (epoch summaries say "train_loss" instead)."""
+    return [float(rec["loss"]) for rec in json_records(output.splitlines()) if {"loss", "num_updates"} <= rec.keys()]
 
 
 def own_test_nll(checkpoint, data_bin, corpus_file):
