@@ -58,6 +58,9 @@ class FreqSortedLanguageModelingConfig(LanguageModelingConfig):
     )
 
 
+COUNT_CHUNK_TOKENS = 1 << 20  # tokens per bincount when counting the training split
+
+
 class RemapTokensDataset(BaseWrapperDataset):
     """Language-model samples with every token id mapped through ``old_to_new``."""
 
@@ -82,9 +85,16 @@ def train_token_counts(data: str, dictionary, dataset_impl=None) -> np.ndarray:
     dataset = data_utils.load_indexed_dataset(path, dictionary, dataset_impl)
     if dataset is None:
         raise ValueError(f"no training split at {path}.{{bin,idx}}: run fairseq-preprocess with --trainpref")
+    # One bincount per chunk of ~COUNT_CHUNK_TOKENS tokens, not per line: a
+    # V-sized bincount per line would cost lines x V (WikiText-103: 1.8M x 267k).
     counts = np.zeros(len(dictionary), dtype=np.int64)
+    chunk, chunk_tokens = [], 0
     for i in range(len(dataset)):
-        counts += np.bincount(dataset[i].numpy(), minlength=len(dictionary))
+        chunk.append(dataset[i].numpy())
+        chunk_tokens += len(chunk[-1])
+        if chunk_tokens >= COUNT_CHUNK_TOKENS or i == len(dataset) - 1:
+            counts += np.bincount(np.concatenate(chunk), minlength=len(dictionary))
+            chunk, chunk_tokens = [], 0
     if counts.sum() == 0:
         raise empty
     return counts
