@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 # QRNN-LM context is unbounded; fairseq asks for a number.
 UNBOUNDED_POSITIONS = int(1e6)
+# State-dict prefix of the stateful-BPTT state (decoder.carried.<stream set>.c<layer>).
+CARRIED_KEY = "carried"
 
 
 @dataclass
@@ -135,6 +137,69 @@ class QRNNDecoder(FairseqIncrementalDecoder):
             self.output_projection = nn.Linear(cfg.embed_dim, vocab_size, bias=False)
             if cfg.share_input_output_embed:
                 self.output_projection.weight = self.embed_tokens.weight
+        # Stateful BPTT: per stream set, per layer, the detached (c_T, x_T) of all S streams.
+        self.carried: Dict[str, List] = {}
+        self._register_state_dict_hook(QRNNDecoder._save_carried)
+        self._register_load_state_dict_pre_hook(QRNNDecoder._load_carried, with_module=True)
+
+    def _stream_state(self, stream: Dict) -> Optional[List]:
+        """This batch's rows of the state carried from the previous batch of its
+        streams (stateful BPTT), or None when the streams start afresh."""
+        carried = self.carried.get(stream["name"])
+        if stream["batch"] == 0:
+            return None
+        if carried is None:
+            logger.warning("--stateful-bptt: no carried state for batch %d of %r (a checkpoint from "
+                           "before stateful BPTT?): its streams restart from zeros", stream["batch"], stream["name"])
+            return None
+        if carried[0][0].size(0) != stream["num_streams"]:
+            raise ValueError(
+                f"--stateful-bptt: the carried state of {stream['name']!r} is for {carried[0][0].size(0)} streams, "
+                f"this run reads {stream['num_streams']} (--batch-size x processes): resume with the batch size "
+                f"and number of processes that saved the checkpoint, or pass --reset-dataloader to restart the epoch"
+            )
+        rows = slice(stream["first_row"], stream["first_row"] + stream["rows"])
+        # Copies: autograd keeps c0 for the backward, and _keep_stream_state overwrites these rows.
+        return [(c[rows].clone(), None if x is None else x[rows].clone()) for c, x in carried]
+
+    def _keep_stream_state(self, stream: Dict, state: List) -> None:
+        """Store the new state, detached (truncated BPTT), in this batch's rows of the
+        S-stream state; the task shares the other processes' rows (DDP)."""
+        carried = self.carried.get(stream["name"])
+        if carried is None or stream["batch"] == 0 or carried[0][0].size(0) != stream["num_streams"]:
+            S = stream["num_streams"]
+            carried = [(c.new_zeros(S, *c.shape[1:]), None if x is None else x.new_zeros(S, *x.shape[1:]))
+                       for c, x in state]  # per layer: S x H, S x C
+            self.carried[stream["name"]] = carried
+        rows = slice(stream["first_row"], stream["first_row"] + stream["rows"])
+        for (all_c, all_x), (c, x) in zip(carried, state):
+            all_c[rows] = c.detach()
+            if x is not None:
+                all_x[rows] = x.detach()
+
+    def carried_stream_state(self, name: str) -> List[Tensor]:
+        """The S-stream state tensors carried for stream set ``name`` (empty if none)."""
+        return [t for layer in self.carried.get(name, []) for t in layer if t is not None]
+
+    @staticmethod
+    def _save_carried(module, state_dict, prefix, local_metadata) -> None:
+        # Saved with the weights so that a run resumed mid-epoch continues its streams.
+        for name, layers in module.carried.items():
+            for i, (c, x) in enumerate(layers):
+                state_dict[f"{prefix}{CARRIED_KEY}.{name}.c{i}"] = c
+                if x is not None:
+                    state_dict[f"{prefix}{CARRIED_KEY}.{name}.x{i}"] = x
+
+    @staticmethod
+    def _load_carried(module, state_dict, prefix, *args) -> None:
+        found: Dict[str, Dict[str, Tensor]] = {}
+        for key in [k for k in state_dict if k.startswith(f"{prefix}{CARRIED_KEY}.")]:
+            name, part = key[len(prefix) + len(CARRIED_KEY) + 1:].rsplit(".", 1)
+            found.setdefault(name, {})[part] = state_dict.pop(key).clone()  # owned, as loaded weights are
+        module.carried = {
+            name: [(parts[f"c{i}"], parts.get(f"x{i}")) for i in range(len(module.qrnn.layers))]
+            for name, parts in found.items()
+        }
 
     def _get_state(self, incremental_state) -> Optional[List]:
         cached = self.get_incremental_state(incremental_state, "qrnn_state")
@@ -150,8 +215,14 @@ class QRNNDecoder(FairseqIncrementalDecoder):
                 cached[f"x{i}"] = x
         self.set_incremental_state(incremental_state, "qrnn_state", cached)
 
-    def extract_features(self, prev_output_tokens: Tensor, incremental_state=None, **kwargs):
+    def extract_features(self, prev_output_tokens: Tensor, incremental_state=None, stream=None, **kwargs):
+        """``stream``: the position of this batch in the task's streams (see
+        ``tasks/streams.py``) for stateful BPTT; None scores the batch alone."""
         state = None
+        if stream is not None:
+            if incremental_state is not None:
+                raise ValueError("a batch cannot both continue --stateful-bptt streams and decode incrementally")
+            state = self._stream_state(stream)
         if incremental_state is not None:
             state = self._get_state(incremental_state)
             if state is not None:  # earlier tokens are already in the state
@@ -165,6 +236,8 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         x = self.dropout_output(x.float() if autocast else x)
         if incremental_state is not None:
             self._set_state(incremental_state, state)
+        if stream is not None:
+            self._keep_stream_state(stream, state)
         return x.transpose(0, 1), {"attn": None}  # B x T x C
 
     def output_layer(self, features: Tensor, **kwargs) -> Tensor:
@@ -172,8 +245,8 @@ class QRNNDecoder(FairseqIncrementalDecoder):
             return features  # the adaptive softmax scores features directly
         return self.output_projection(features)  # B x T x V
 
-    def forward(self, prev_output_tokens, incremental_state=None, features_only=False, **kwargs):
-        x, extra = self.extract_features(prev_output_tokens, incremental_state)
+    def forward(self, prev_output_tokens, incremental_state=None, features_only=False, stream=None, **kwargs):
+        x, extra = self.extract_features(prev_output_tokens, incremental_state, stream)
         if not features_only:
             x = self.output_layer(x)
         return x, extra
@@ -215,6 +288,10 @@ class QRNNLanguageModel(FairseqLanguageModel):
                 "training) and the data the model was trained on"
             )
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+    def carried_stream_state(self, name: str) -> List[Tensor]:
+        """Stateful BPTT: the decoder's carried state of stream set ``name``."""
+        return self.decoder.carried_stream_state(name)
 
     @classmethod
     def build_model(cls, cfg: QRNNLanguageModelConfig, task):

@@ -19,11 +19,13 @@ from typing import Optional
 import numpy as np
 import torch
 from fairseq import utils
-from fairseq.data import BaseWrapperDataset, Dictionary, data_utils
+from fairseq.data import BaseWrapperDataset, Dictionary, data_utils, iterators
+from fairseq.distributed import utils as distributed_utils
 from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 
 from fairseq_adasoft.modules import is_fraction_spec, parse_cutoffs
+from fairseq_adasoft.tasks.streams import StreamBatches, TokenStream
 from fairseq_adasoft.modules.cutoff_search import (
     DEFAULT_COST_MODEL,
     CostModel,
@@ -50,6 +52,13 @@ class FreqSortedLanguageModelingConfig(LanguageModelingConfig):
         default=False,
         metadata={"help": "for --adaptive-softmax-cutoff auto, time matrix products on this device for "
                   "the cost model (default: constants measured on a 2-core CPU)"},
+    )
+    stateful_bptt: bool = field(
+        default=False,
+        metadata={"help": "truncated BPTT over contiguous streams: --batch-size streams per process, "
+                  "consecutive batches continue them and the model carries its hidden state across "
+                  "batches (the classic RNN-LM protocol of awd-lstm-lm; in fairseq-eval-lm, "
+                  "--batch-size streams, default 1); without it every block is scored alone"},
     )
     cutoff_batch_tokens: Optional[int] = field(
         default=None,
@@ -195,10 +204,82 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         super().load_state_dict(state_dict)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        if self.args.stateful_bptt:
+            self.datasets[split] = self._token_stream(split, epoch, combine)
+            return self.datasets[split]
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
         if self.old_to_new is not None:  # binarized with the file's ids
             self.datasets[split] = RemapTokensDataset(self.datasets[split], self.old_to_new)
         return self.datasets[split]
+
+    def _token_stream(self, split, epoch, combine) -> TokenStream:
+        paths = utils.split_paths(self.args.data)
+        path = os.path.join(paths[(epoch - 1) % len(paths)], split)
+        lines = data_utils.load_indexed_dataset(path, self.dictionary, self.args.dataset_impl, combine=combine)
+        if lines is None or len(lines) == 0:
+            raise ValueError(f"--stateful-bptt: no {split!r} split at {path}.{{bin,idx}}: binarize it with fairseq-preprocess")
+        tokens = torch.from_numpy(np.concatenate([lines[i].numpy() for i in range(len(lines))]).astype(np.int32))
+        if self.old_to_new is not None:  # binarized with the file's ids
+            tokens = self.old_to_new[tokens.long()].int()
+        logger.info("--stateful-bptt: %s is one stream of %d tokens", split, len(tokens))
+        return TokenStream(split, tokens, eos=self.dictionary.eos(), pad=self.dictionary.pad())
+
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
+                           ignore_invalid_inputs=False, required_batch_size_multiple=1, seed=1,
+                           num_shards=1, shard_id=0, num_workers=0, epoch=1, data_buffer_size=0,
+                           disable_iterator_cache=False, skip_remainder_batch=False, **kwargs):
+        if not isinstance(dataset, TokenStream):
+            return super().get_batch_iterator(
+                dataset, max_tokens=max_tokens, max_sentences=max_sentences, max_positions=max_positions,
+                ignore_invalid_inputs=ignore_invalid_inputs, required_batch_size_multiple=required_batch_size_multiple,
+                seed=seed, num_shards=num_shards, shard_id=shard_id, num_workers=num_workers, epoch=epoch,
+                data_buffer_size=data_buffer_size, disable_iterator_cache=disable_iterator_cache,
+                skip_remainder_batch=skip_remainder_batch, **kwargs)
+        if not max_sentences:
+            raise ValueError("--stateful-bptt batches whole streams: set --batch-size (streams per process; "
+                             "--batch-size-valid for validation) instead of --max-tokens")
+        batches = dataset.batches(max_sentences, self.args.tokens_per_sample, num_shards, shard_id)
+        # One item of ``batches`` is one whole batch, and order matters: no shuffling.
+        return iterators.EpochBatchIterator(
+            dataset=batches, collate_fn=batches.collater, batch_sampler=[[k] for k in range(len(batches))],
+            seed=seed, num_workers=num_workers, epoch=epoch, buffer_size=data_buffer_size,
+            disable_shuffling=True)
+
+    def eval_lm_dataloader(self, dataset, max_tokens=36000, batch_size=None, max_positions=None,
+                           num_shards=1, shard_id=0, num_workers=1, data_buffer_size=10, context_window=0):
+        if not isinstance(dataset, TokenStream):
+            return super().eval_lm_dataloader(dataset, max_tokens, batch_size, max_positions, num_shards,
+                                              shard_id, num_workers, data_buffer_size, context_window)
+        if context_window > 0:
+            raise ValueError("--context-window re-reads context for independent blocks; --stateful-bptt "
+                             "carries the state instead: drop one of the two")
+        return self.get_batch_iterator(
+            dataset, max_sentences=batch_size or 1, num_shards=num_shards, shard_id=shard_id,
+            num_workers=num_workers, data_buffer_size=data_buffer_size,
+        ).next_epoch_itr(shuffle=False)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        stream = sample.get("net_input", {}).get("stream")
+        if stream is not None and distributed_utils.get_data_parallel_world_size() > 1:
+            self._share_stream_state(model, stream)
+        return out
+
+    @staticmethod
+    def _share_stream_state(model, stream) -> None:
+        """Give every process the state of all S streams, so that rank 0's checkpoint
+        can resume every rank's streams: each contributes its rows to one sum."""
+        while hasattr(model, "module"):  # DDP wrappers
+            model = model.module
+        tensors = model.carried_stream_state(stream["name"])
+        rows = slice(stream["first_row"], stream["first_row"] + stream["rows"])
+        mine = [torch.zeros_like(t, dtype=torch.float32) for t in tensors]  # S x H (or S x C), fp32 to sum
+        for m, t in zip(mine, tensors):
+            m[rows] = t[rows]
+        flat = torch.cat([m.flatten() for m in mine])
+        flat = distributed_utils.all_reduce(flat, group=distributed_utils.get_data_parallel_group())
+        for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+            t.copy_(part.view_as(t))
 
     def build_model(self, cfg, from_checkpoint=False):
         spec = getattr(cfg, "adaptive_softmax_cutoff", None)
@@ -211,6 +292,12 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         # Ids are validated by the model that uses them: fairseq's lstm_lm carries a
         # default cutoff it ignores unless its criterion is adaptive_loss.
         model = super().build_model(cfg, from_checkpoint)
+        if self.args.stateful_bptt and not hasattr(model, "carried_stream_state"):
+            raise ValueError(
+                f"--stateful-bptt needs a model that carries its hidden state from batch to batch "
+                f"(--arch qrnn_lm and its variants); {type(model).__name__} scores every batch alone: "
+                f"drop --stateful-bptt"
+            )
         layer = getattr(model.decoder, "adaptive_softmax", None)
         if hasattr(layer, "cutoffs"):
             self._log_cluster_shares(layer.cutoffs[:-1])
