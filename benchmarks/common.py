@@ -9,7 +9,8 @@ import sys
 from datetime import datetime, timezone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
+# BENCHMARK_RESULTS_DIR: where tests point recipes, to keep the recorded results untouched.
+RESULTS_DIR = os.environ.get("BENCHMARK_RESULTS_DIR") or os.path.join(ROOT, "benchmarks", "results")
 
 
 def _git_revision() -> str:

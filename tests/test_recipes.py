@@ -1,8 +1,10 @@
-"""Recipe behaviour that needs no training: data discovery and verification."""
+"""The recipes: data discovery and verification without training, and (slow) whole recipes on the tiny corpus."""
 
+import json
 import os
 
 import pytest
+import torch
 
 from conftest import ROOT, run
 
@@ -51,3 +53,26 @@ def test_sentencepiece_recipe_trains_through_the_resort(tiny_corpus, tmp_path):
     assert (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
     # The user's files are untouched: dict.txt keeps sentencepiece's order.
     assert (tmp_path / "bin" / "dict.txt").read_text() == (tmp_path / "spm" / "dict.txt").read_text()
+
+
+@pytest.mark.slow
+def test_compare_recipe_trains_both_softmaxes_alike_and_records_them(data_bin, tmp_path):
+    env = {"DATA_BIN": str(data_bin), "CKPT_ROOT": str(tmp_path / "ckpt"), "BENCHMARK_RESULTS_DIR": str(tmp_path),
+           "QUICK": "1", "MAX_UPDATE": "4", "BATCH_SIZE": "4", "TOKENS_PER_SAMPLE": "16"}
+    compare = ["bash", os.path.join(ROOT, "recipes", "wikitext2", "compare.sh"), "--num-workers", "0",
+               "--data-buffer-size", "0"]
+    _, out = run(compare, env=env)
+    result = json.loads((tmp_path / "wikitext2_compare_quick.json").read_text())
+    adaptive, full = result["runs"]["adaptive"], result["runs"]["full"]
+    assert adaptive["train"]["updates"] == full["train"]["updates"] == 4
+    assert result["test_ppl_gap"] == pytest.approx(adaptive["test"]["perplexity"] / full["test"]["perplexity"] - 1)
+    assert set(result["goals"]) == {"speedup_at_least_3.0x", "test_ppl_within_4%"}
+    # The seed's optimizer, and only the adaptive run has cutoffs.
+    assert out.count("'optimizer': {'_name': 'nag', 'momentum': 0.9,") == 2
+    cutoffs = {softmax: torch.load(tmp_path / "ckpt" / f"compare-{softmax}-quick" / "checkpoint_last.pt",
+                                   weights_only=False)["cfg"]["model"]["adaptive_softmax_cutoff"]
+               for softmax in ("adaptive", "full")}
+    assert cutoffs == {"adaptive": "9,26", "full": ""}  # 0.0667 and 0.2 of the 128-word dictionary
+    # A second run skips both finished trainings and evaluations.
+    _, again = run(compare, env=env)
+    assert again.count("already holds a finished run") == 2 and "Loss (base 2)" not in again

@@ -2,10 +2,14 @@
 # Score a trained model on the WikiText-2 test split with fairseq-eval-lm.
 #
 # Hardware: any; about 1 minute for the default model on 2 CPU cores.
-# Result:   prints "test perplexity: X" and writes $SAVE_DIR/eval_test.log.
-# Protocol: fairseq's: 512-token blocks scored independently (no state
-#           carried across blocks), so numbers are a little above the
-#           classic RNN-LM protocol of awd-lstm-lm.
+# Result:   prints "test perplexity: X" and writes $SAVE_DIR/eval_test.log
+#           (eval_test_classic.log for PROTOCOL=classic).
+# Protocol: PROTOCOL=blocks (default), fairseq's: 512-token blocks scored
+#           independently, no state carried across blocks.
+#           PROTOCOL=classic, awd-lstm-lm's: the split as contiguous streams
+#           (10 for valid, 1 for test) read 70 tokens at a time, the hidden
+#           state carried across batches (--stateful-bptt); every token sees
+#           its whole history, so perplexity comes out lower.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -13,8 +17,18 @@ VENV_BIN=${VENV_BIN:-$ROOT/.venv/bin}
 DATA_BIN=${DATA_BIN:-$ROOT/data-bin/wikitext-2}
 CHECKPOINT=${CHECKPOINT:-${SAVE_DIR:?set SAVE_DIR (the training save dir) or CHECKPOINT}/checkpoint_best.pt}
 SUBSET=${SUBSET:-test}
-OUT_LOG=${OUT_LOG:-$(dirname "$CHECKPOINT")/eval_$SUBSET.log}
-TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-512}
+PROTOCOL=${PROTOCOL:-blocks}
+case "$PROTOCOL" in
+  blocks)
+    PROTOCOL_FLAGS=(--tokens-per-sample "${TOKENS_PER_SAMPLE:-512}" --batch-size 8)
+    SUFFIX="" ;;
+  classic)  # awd-lstm-lm: bptt 70, eval_batch_size 10, test_batch_size 1
+    PROTOCOL_FLAGS=(--stateful-bptt --tokens-per-sample "${TOKENS_PER_SAMPLE:-70}"
+                    --batch-size "$([ "$SUBSET" = test ] && echo 1 || echo 10)")
+    SUFFIX=_classic ;;
+  *) echo "eval: PROTOCOL must be blocks or classic, got '$PROTOCOL'" >&2; exit 1 ;;
+esac
+OUT_LOG=${OUT_LOG:-$(dirname "$CHECKPOINT")/eval_$SUBSET$SUFFIX.log}
 
 [ -s "$CHECKPOINT" ] || { echo "eval: checkpoint $CHECKPOINT not found; run recipes/wikitext2/train.sh first" >&2; exit 1; }
 DEVICE_FLAGS=()
@@ -24,8 +38,8 @@ cd "$ROOT"
 "$VENV_BIN/fairseq-eval-lm" "$DATA_BIN" \
   --user-dir "$ROOT/fairseq_adasoft" --task language_modeling_freqsorted \
   --path "$CHECKPOINT" --gen-subset "$SUBSET" \
-  --tokens-per-sample "$TOKENS_PER_SAMPLE" --batch-size 8 \
+  "${PROTOCOL_FLAGS[@]}" \
   "${DEVICE_FLAGS[@]}" 2>&1 | tee "$OUT_LOG"
 PPL=$(sed -n 's/.*Perplexity: \([0-9.]*\).*/\1/p' "$OUT_LOG" | tail -1)
 [ -n "$PPL" ] || { echo "eval: fairseq-eval-lm printed no perplexity; see $OUT_LOG" >&2; exit 1; }
-echo "$SUBSET perplexity: $PPL"
+echo "$SUBSET perplexity ($PROTOCOL protocol): $PPL"

@@ -7,9 +7,10 @@
 #           fairseq's JSON log in $SAVE_DIR/train.log. Skipped when
 #           $SAVE_DIR/checkpoint_last.pt already holds a finished run.
 #
-# Knobs (environment): SOFTMAX=adaptive|full, NPROC (DDP processes, via
-# torchrun), EPOCHS, ARCH, SAVE_DIR, DATA_BIN, QUICK=1 (a few minutes), and
-# any extra fairseq-train flags as arguments.
+# Knobs (environment): SOFTMAX=adaptive|full, OPTIMIZER=adam|seed (the seed's
+# SGD with Nesterov momentum), NPROC (DDP processes, via torchrun), EPOCHS,
+# ARCH, SAVE_DIR, DATA_BIN, STOP_TIME_HOURS, QUICK=1 (a few minutes), and any
+# extra fairseq-train flags as arguments.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -47,6 +48,15 @@ else
   EXTRA_LIMITS=()
 fi
 
+case "${OPTIMIZER:-adam}" in
+  adam) OPTIMIZER_FLAGS=(--optimizer adam --adam-betas "(0.9, 0.999)" --clip-norm 0.25
+                         --lr 0.002 --lr-scheduler polynomial_decay --warmup-updates 100
+                         --end-learning-rate 0.0001 --total-num-update "$MAX_UPDATE") ;;
+  seed) OPTIMIZER_FLAGS=(--optimizer nag --momentum 0.9 --clip-norm 0.25
+                         --lr 1 --lr-scheduler fixed) ;;
+  *) echo "train: OPTIMIZER must be 'adam' or 'seed', got '$OPTIMIZER'" >&2; exit 1 ;;
+esac
+
 if [ -s "$SAVE_DIR/checkpoint_last.pt" ] && [ -s "$SAVE_DIR/.finished" ]; then
   echo "train: $SAVE_DIR already holds a finished run ($(cat "$SAVE_DIR/.finished")); skipping"
   exit 0
@@ -79,9 +89,7 @@ cd "$ROOT"
   --task language_modeling_freqsorted --tokens-per-sample "$TOKENS_PER_SAMPLE" \
   --arch "$ARCH" "${OUTPUT_FLAGS[@]}" \
   --criterion adaptive_softmax \
-  --optimizer adam --adam-betas "(0.9, 0.999)" --clip-norm 0.25 \
-  --lr 0.002 --lr-scheduler polynomial_decay --warmup-updates 100 \
-  --total-num-update "$MAX_UPDATE" --end-learning-rate 0.0001 \
+  "${OPTIMIZER_FLAGS[@]}" \
   --batch-size "$BATCH_SIZE" --max-update "$MAX_UPDATE" --stop-time-hours "$STOP_TIME_HOURS" \
   "${EXTRA_LIMITS[@]}" \
   "${DEVICE_FLAGS[@]}" "${DIST_FLAGS[@]}" \
