@@ -108,11 +108,11 @@ def rss_mb(field: str) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024  # kB
 
 
-def run_one(method: str, name: str, n: int, quick: bool) -> dict:
+def run_one(method: str, setting: dict, n: int, quick: bool) -> dict:
     """Runs in a fresh spawned process: time forward + backward, peak RSS growth."""
     torch.manual_seed(SEED)
-    module, loss_fn = build(method, SETTINGS[name])
-    x, target = make_inputs(SETTINGS[name], n)
+    module, loss_fn = build(method, setting)
+    x, target = make_inputs(setting, n)
     x.requires_grad_()  # the gradient flows on into the network, as in training
     with open("/proc/self/clear_refs", "w") as f:  # Linux: reset VmHWM to the current RSS
         f.write("5")
@@ -188,7 +188,7 @@ def main() -> None:
                 results[name][method] = results[setting["full_as"]][method]
                 continue
             with ctx.Pool(1) as pool:  # a fresh process per (method, V): clean peak RSS
-                r = pool.apply(run_one, (method, name, n, args.quick))
+                r = pool.apply(run_one, (method, setting, n, args.quick))
             assert torch.isfinite(torch.tensor(r["loss_sum"])), (name, method, r)
             results[name][method] = r
             print(f"{name:12s} V={setting['V']:7d} {method:8s} median {r['ms_median']:10.2f} ms  "

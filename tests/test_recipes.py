@@ -76,3 +76,10 @@ def test_compare_recipe_trains_both_softmaxes_alike_and_records_them(data_bin, t
     # A second run skips both finished trainings and evaluations.
     _, again = run(compare, env=env)
     assert again.count("already holds a finished run") == 2 and "Loss (base 2)" not in again
+    # The adaptive run's checkpoint under both evaluation protocols (blocks logs exist already).
+    _, out = run(["bash", os.path.join(ROOT, "recipes", "wikitext2", "protocols.sh")],
+                 env={**env, "SAVE_DIR": str(tmp_path / "ckpt" / "compare-adaptive-quick")})
+    assert out.count("Loss (base 2)") == 2  # only the classic valid and test evaluations ran
+    protocols = json.loads((tmp_path / "wikitext2_protocols.json").read_text())
+    assert protocols["blocks"]["test"] == adaptive["test"]
+    assert protocols["classic"]["test"]["perplexity"] != protocols["blocks"]["test"]["perplexity"]

@@ -1,0 +1,32 @@
+"""Record recipes/wikitext2/protocols.sh: one checkpoint's perplexity under
+fairseq's block protocol and awd-lstm-lm's classic stateful protocol."""
+
+import argparse
+import os
+
+from benchmarks.common import write_result
+from benchmarks.record_wikitext2_run import read_eval
+
+PROTOCOLS = {
+    "blocks": ("", "fairseq-eval-lm, 512-token blocks scored independently, batch 8"),
+    "classic": ("_classic", "fairseq-eval-lm --stateful-bptt: streams read 70 tokens at a time with the "
+                            "state carried; 10 streams for valid, 1 for test (awd-lstm-lm)"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--name", required=True, help="results file name (without .json)")
+    parser.add_argument("--command", required=True, help="the command that ran the evaluations")
+    parser.add_argument("--save-dir", required=True, help="training save dir holding the eval logs")
+    args = parser.parse_args()
+    payload = {"checkpoint": os.path.join(os.path.relpath(args.save_dir), "checkpoint_best.pt")}
+    for protocol, (suffix, how) in PROTOCOLS.items():
+        payload[protocol] = {"how": how, **{
+            split: read_eval(os.path.join(args.save_dir, f"eval_{split}{suffix}.log")) for split in ("valid", "test")
+        }}
+    print(write_result(args.name, payload, command=args.command))
+
+
+if __name__ == "__main__":
+    main()
