@@ -66,9 +66,32 @@ def test_every_parameter_gets_a_gradient_even_without_tail_targets():
 def test_gradients_match_finite_differences():
     ours, _ = with_torch_reference()
     ours.double()
+    ours.inplace_backward = False  # gradcheck backpropagates through one graph many times
     x = torch.randn(12, D, dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0, 5, 9, 10, 20, 39, 40, 60, 99, 3, 15, 45])
     assert torch.autograd.gradcheck(lambda inp: ours.target_log_prob(inp, t), (x,))
+
+
+def test_inplace_backward_gives_the_same_gradients_and_refuses_a_second_pass():
+    ours, ref = with_torch_reference()
+    x = torch.randn(32, D, requires_grad=True)
+    t = torch.randint(0, V, (32,))
+    grads = []
+    for inplace in (True, False):
+        ours.inplace_backward = inplace
+        ours.zero_grad()
+        x.grad = None
+        (-ours.target_log_prob(x, t).sum()).backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in ours.parameters()])
+    (torch_grad,) = torch.autograd.grad(ref(x, t).loss * 32, x)  # torch's module, same weights
+    torch.testing.assert_close(grads[0][0], torch_grad, rtol=0, atol=1e-5)
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+    ours.inplace_backward = True
+    loss = -ours.target_log_prob(x, t).sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace_backward=False"):
+        loss.backward()
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

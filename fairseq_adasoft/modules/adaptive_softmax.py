@@ -79,25 +79,37 @@ def parse_cutoffs(spec: str, vocab_size: int, flag: str = "--adaptive-softmax-cu
     return validate_cutoffs(values, vocab_size, flag)
 
 
-class LogSumExpNLL(torch.autograd.Function):
-    """Per-row nll = logsumexp(logits) - logits[target], with backward
-    (softmax(logits) - one_hot(target)) * grad computed in place: unlike
-    log_softmax + gather it never stores an N x C log-probability tensor in
-    the forward pass, nor zero-fills an N x C gradient in the backward."""
+class SoftmaxNLL(torch.autograd.Function):
+    """Per-row nll = -log_softmax(logits)[target], with backward
+    (softmax(logits) - one_hot(target)) * grad. Saves the N x C
+    log-probabilities in place of the logits (the same memory; the logits are
+    freed), never zero-fills an N x C gradient as log_softmax + gather's
+    backward does, and with ``inplace_backward`` turns the saved tensor into
+    the gradient instead of allocating another N x C one (11% of the layer's
+    time at V = 267,744 on CPU). That backward can then run only once."""
 
     @staticmethod
-    def forward(ctx, logits: Tensor, target: Tensor) -> Tensor:
-        lse = torch.logsumexp(logits, dim=1)  # N
-        ctx.save_for_backward(logits, lse, target)
-        return lse - logits.gather(1, target.unsqueeze(1)).squeeze(1)
+    def forward(ctx, logits: Tensor, target: Tensor, inplace_backward: bool) -> Tensor:
+        log_probs = F.log_softmax(logits, dim=1)  # N x C
+        ctx.save_for_backward(log_probs, target)
+        ctx.inplace_backward, ctx.consumed = inplace_backward, False
+        return -log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        logits, lse, target = ctx.saved_tensors
+        if ctx.consumed:
+            raise RuntimeError(
+                "AdaptiveSoftmax's backward reuses its saved log-probabilities in place, so it runs once "
+                "per forward; to backpropagate twice (retain_graph=True, gradcheck) build it with "
+                "inplace_backward=False"
+            )
+        log_probs, target = ctx.saved_tensors
+        ctx.consumed = ctx.inplace_backward
         g = grad.unsqueeze(1)  # N x 1
-        grad_logits = (logits - lse.unsqueeze(1)).exp_().mul_(g)  # N x C: softmax * grad
+        probs = log_probs.exp_() if ctx.inplace_backward else log_probs.exp()  # N x C
+        grad_logits = probs.mul_(g)  # softmax * grad
         grad_logits.scatter_add_(1, target.unsqueeze(1), -g)
-        return grad_logits, None
+        return grad_logits, None, None
 
 
 class AdaptiveSoftmax(nn.Module):
@@ -116,6 +128,8 @@ class AdaptiveSoftmax(nn.Module):
             keeps its own cluster rows; tail i scores its words with rows
             [cutoffs[i], cutoffs[i+1]) when its projection has d features
             (``div_value`` 1), and keeps its own output matrix otherwise.
+        inplace_backward: let the loss's backward overwrite its saved
+            log-probabilities (faster, less memory; one backward per forward).
     """
 
     def __init__(
@@ -127,8 +141,10 @@ class AdaptiveSoftmax(nn.Module):
         dropout: float = 0.0,
         head_bias: bool = False,
         tied_weight: Optional[nn.Parameter] = None,
+        inplace_backward: bool = True,
     ):
         super().__init__()
+        self.inplace_backward = inplace_backward
         self.cutoffs = validate_cutoffs(cutoffs, vocab_size) + [vocab_size]
         if div_value < 1.0:
             raise ValueError(f"div_value must be >= 1, got {div_value}")
@@ -190,13 +206,13 @@ class AdaptiveSoftmax(nn.Module):
         cluster = self.cluster_of(target)  # N
         # The head's class for each row: the word itself, or its cluster's logit.
         head_target = torch.where(cluster == 0, target, self.shortlist_size - 1 + cluster)
-        nll = LogSumExpNLL.apply(upcast(self._head(input)), head_target)  # N
+        nll = SoftmaxNLL.apply(upcast(self._head(input)), head_target, self.inplace_backward)  # N
         for i in range(self.n_clusters):
             # May be empty: the tail still runs, so its weights get a zero gradient.
             rows = (cluster == i + 1).nonzero().squeeze(1)
             logits = upcast(self._tail(i, input.index_select(0, rows)))  # rows x cluster_size
             in_cluster = target.index_select(0, rows) - self.cutoffs[i]
-            nll = nll.index_add(0, rows, LogSumExpNLL.apply(logits, in_cluster))
+            nll = nll.index_add(0, rows, SoftmaxNLL.apply(logits, in_cluster, self.inplace_backward))
         return -nll
 
     forward = target_log_prob
