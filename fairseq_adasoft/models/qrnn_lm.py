@@ -158,6 +158,10 @@ class QRNNDecoder(FairseqIncrementalDecoder):
                 f"this run reads {stream['num_streams']} (--batch-size x processes): resume with the batch size "
                 f"and number of processes that saved the checkpoint, or pass --reset-dataloader to restart the epoch"
             )
+        device = self.embed_tokens.weight.device
+        if carried[0][0].device != device:  # loaded from a checkpoint on the CPU
+            carried = [(c.to(device), None if x is None else x.to(device)) for c, x in carried]
+            self.carried[stream["name"]] = carried
         rows = slice(stream["first_row"], stream["first_row"] + stream["rows"])
         # Copies: autograd keeps c0 for the backward, and _keep_stream_state overwrites these rows.
         return [(c[rows].clone(), None if x is None else x[rows].clone()) for c, x in carried]

@@ -118,6 +118,8 @@ class QRNNLayer(nn.Module):
                 f"QRNNLayer expects input T x B x {self.input_size}, got {tuple(input.shape)}"
             )
         c0, prev_x = hidden if hidden is not None else (None, None)
+        if prev_x is not None:  # a carried state may come from a run in another precision
+            prev_x = prev_x.to(input.dtype)
         gates = self._gates(input, prev_x)  # T x B x G*H
         gates = gates.chunk(gates.size(2) // self.hidden_size, dim=2)
         z = torch.tanh(gates[0])

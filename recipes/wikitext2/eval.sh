@@ -3,7 +3,8 @@
 #
 # Hardware: any; about 1 minute for the default model on 2 CPU cores.
 # Result:   prints "test perplexity: X" and writes $SAVE_DIR/eval_test.log
-#           (eval_test_classic.log for PROTOCOL=classic).
+#           (eval_test_classic.log for PROTOCOL=classic); skipped when that
+#           log is newer than the checkpoint and holds a perplexity.
 # Protocol: PROTOCOL=blocks (default), fairseq's: 512-token blocks scored
 #           independently, no state carried across blocks.
 #           PROTOCOL=classic, awd-lstm-lm's: the split as contiguous streams
@@ -31,6 +32,12 @@ esac
 OUT_LOG=${OUT_LOG:-$(dirname "$CHECKPOINT")/eval_$SUBSET$SUFFIX.log}
 
 [ -s "$CHECKPOINT" ] || { echo "eval: checkpoint $CHECKPOINT not found; run recipes/wikitext2/train.sh first" >&2; exit 1; }
+read_ppl() { sed -n 's/.*Perplexity: \([0-9.]*\).*/\1/p' "$OUT_LOG" | tail -1; }
+if [ "$OUT_LOG" -nt "$CHECKPOINT" ] && [ -n "$(read_ppl)" ]; then
+  echo "eval: $OUT_LOG already scores this checkpoint; skipping"
+  echo "$SUBSET perplexity ($PROTOCOL protocol): $(read_ppl)"
+  exit 0
+fi
 DEVICE_FLAGS=()
 "$VENV_BIN/python" -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || DEVICE_FLAGS=(--cpu)
 
@@ -40,6 +47,6 @@ cd "$ROOT"
   --path "$CHECKPOINT" --gen-subset "$SUBSET" \
   "${PROTOCOL_FLAGS[@]}" \
   "${DEVICE_FLAGS[@]}" 2>&1 | tee "$OUT_LOG"
-PPL=$(sed -n 's/.*Perplexity: \([0-9.]*\).*/\1/p' "$OUT_LOG" | tail -1)
+PPL=$(read_ppl)
 [ -n "$PPL" ] || { echo "eval: fairseq-eval-lm printed no perplexity; see $OUT_LOG" >&2; exit 1; }
 echo "$SUBSET perplexity ($PROTOCOL protocol): $PPL"
