@@ -46,7 +46,7 @@ def test_sentencepiece_recipe_trains_through_the_resort(tiny_corpus, tmp_path):
            "DATA_BIN": str(tmp_path / "bin"), "SAVE_DIR": str(tmp_path / "ckpt"),
            "QUICK": "1", "MAX_UPDATE": "3", "BATCH_SIZE": "4", "TOKENS_PER_SAMPLE": "16"}
     # Extra arguments go on to fairseq-train; no data-loading threads in a 3-update run
-    # (see TRAIN in test_end_to_end.py).
+    # (see TRAIN in cli_setup.py).
     _, out = run(["bash", os.path.join(ROOT, "recipes", "wikitext2", "spm.sh"),
                   "--num-workers", "0", "--data-buffer-size", "0"], env=env)
     assert "not in training-frequency order: re-sorted" in out

@@ -238,7 +238,7 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         if not max_sentences:
             raise ValueError("--stateful-bptt batches whole streams: set --batch-size (streams per process; "
                              "--batch-size-valid for validation) instead of --max-tokens")
-        batches = dataset.batches(max_sentences, self.args.tokens_per_sample, num_shards, shard_id)
+        batches = StreamBatches(dataset, max_sentences, self.args.tokens_per_sample, num_shards, shard_id)
         # One item of ``batches`` is one whole batch, and order matters: no shuffling.
         return iterators.EpochBatchIterator(
             dataset=batches, collate_fn=batches.collater, batch_sampler=[[k] for k in range(len(batches))],

@@ -54,9 +54,6 @@ class TokenStream(FairseqDataset):
     def __getitem__(self, index):
         return self.tokens[index]
 
-    def batches(self, streams_per_shard: int, tokens_per_sample: int, num_shards: int, shard_id: int):
-        return StreamBatches(self, streams_per_shard, tokens_per_sample, num_shards, shard_id)
-
 
 class StreamBatches(FairseqDataset):
     """Item k is the whole k-th batch (B x <=T) of this shard's streams."""
