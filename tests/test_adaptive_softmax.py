@@ -109,6 +109,26 @@ def test_half_models_score_in_fp32_without_overflow(dtype):
     assert half.log_prob(x.to(dtype)).dtype == torch.float32
 
 
+def test_train_autocast_rounds_only_training_matmuls_to_bf16():
+    ours, _ = with_torch_reference()
+    fast = AdaptiveSoftmax(D, V, CUTOFFS, div_value=2.0, head_bias=True, train_autocast_dtype=torch.bfloat16)
+    fast.load_state_dict(ours.state_dict())
+    x = torch.randn(256, D)
+    t = torch.randint(0, V, (256,))
+    fast.eval()
+    assert torch.equal(fast.target_log_prob(x, t), ours.target_log_prob(x, t))  # evaluation: fp32
+    fast.train()
+    out = fast.target_log_prob(x, t)
+    expected = ours.target_log_prob(x, t)
+    assert out.dtype == torch.float32 and not torch.equal(out, expected)  # bf16 logits while training
+    torch.testing.assert_close(out, expected, rtol=0, atol=0.05)
+    out.sum().backward()
+    expected.sum().backward()
+    for (name, mine), theirs in zip(fast.named_parameters(), ours.parameters()):
+        assert mine.grad.dtype == torch.float32, name
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=0.05, atol=0.05, msg=name)
+
+
 @pytest.mark.parametrize(
     "cutoffs,match",
     [([40, 10], "strictly increasing"), ([10, 10], "strictly increasing"), ([10, 100], "below the vocabulary size 100"),

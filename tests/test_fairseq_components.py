@@ -262,6 +262,13 @@ def test_cpu_bf16_autocast_stays_close_to_fp32(data_bin):
     assert loss16.item() == pytest.approx(loss32.item(), rel=0.01)
     loss16.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in bf16.parameters())
+    # Training adds bf16 output-layer matmuls; the same dropout masks from the same seed.
+    fp32.train(), bf16.train()
+    losses = []
+    for model in (fp32, bf16):
+        torch.manual_seed(3)
+        losses.append(criterion(model, sample)[0].item())
+    assert losses[1] == pytest.approx(losses[0], rel=0.01) and losses[1] != losses[0]
 
 
 def test_checkpoint_with_other_word_ids_is_refused(data_bin):

@@ -69,8 +69,9 @@ class QRNNLanguageModelConfig(FairseqDataclass):
         default=False,
         metadata={
             "help": "on CPU, run the QRNN's matmuls under torch.autocast('cpu', torch.bfloat16) "
-            "(fairseq's --bf16 does not work on CPU); the recurrence accumulates in fp32 and the "
-            "output layer and loss stay in fp32"
+            "(fairseq's --bf16 does not work on CPU), and the output layer's too while training; "
+            "the recurrence, log-softmax and loss stay in fp32, and so does the output layer in "
+            "evaluation, so reported perplexities are not rounded to bf16"
         },
     )
     adaptive_softmax_cutoff: Optional[str] = field(
@@ -127,6 +128,7 @@ class QRNNDecoder(FairseqIncrementalDecoder):
                 div_value=cfg.adaptive_softmax_div_value,
                 dropout=cfg.adaptive_softmax_dropout,
                 tied_weight=self.embed_tokens.weight if tie_adaptive else None,
+                train_autocast_dtype=torch.bfloat16 if self.cpu_autocast_bf16 else None,
             )
         else:
             if tie_adaptive:
@@ -247,7 +249,10 @@ class QRNNDecoder(FairseqIncrementalDecoder):
     def output_layer(self, features: Tensor, **kwargs) -> Tensor:
         if self.adaptive_softmax is not None:
             return features  # the adaptive softmax scores features directly
-        return self.output_projection(features)  # B x T x V
+        # bf16 logits while training, as the adaptive softmax's; fairseq's log-softmax upcasts.
+        autocast = self.cpu_autocast_bf16 and self.training and features.device.type == "cpu"
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return self.output_projection(features)  # B x T x V
 
     def forward(self, prev_output_tokens, incremental_state=None, features_only=False, stream=None, **kwargs):
         x, extra = self.extract_features(prev_output_tokens, incremental_state, stream)

@@ -130,6 +130,10 @@ class AdaptiveSoftmax(nn.Module):
             (``div_value`` 1), and keeps its own output matrix otherwise.
         inplace_backward: let the loss's backward overwrite its saved
             log-probabilities (faster, less memory; one backward per forward).
+        train_autocast_dtype: while training on CPU, run the loss's head and
+            tail matmuls (``target_log_prob``) under ``torch.autocast("cpu", train_autocast_dtype)``; the
+            log-softmax and loss stay fp32, and evaluation keeps the
+            parameters' precision so reported scores are not rounded.
     """
 
     def __init__(
@@ -142,9 +146,11 @@ class AdaptiveSoftmax(nn.Module):
         head_bias: bool = False,
         tied_weight: Optional[nn.Parameter] = None,
         inplace_backward: bool = True,
+        train_autocast_dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
         self.inplace_backward = inplace_backward
+        self.train_autocast_dtype = train_autocast_dtype
         self.cutoffs = validate_cutoffs(cutoffs, vocab_size) + [vocab_size]
         if div_value < 1.0:
             raise ValueError(f"div_value must be >= 1, got {div_value}")
@@ -178,6 +184,10 @@ class AdaptiveSoftmax(nn.Module):
             self.tail.append(nn.Sequential(*layers))
             self.tail_tied.append(tied)
 
+    def _matmuls(self, x: Tensor) -> torch.autocast:
+        enabled = self.train_autocast_dtype is not None and self.training and x.device.type == "cpu"
+        return torch.autocast("cpu", dtype=self.train_autocast_dtype or torch.bfloat16, enabled=enabled)
+
     def _head(self, x: Tensor) -> Tensor:
         """Head logits: N x d -> N x (shortlist + clusters)."""
         if self.tied_weight is None:
@@ -206,11 +216,15 @@ class AdaptiveSoftmax(nn.Module):
         cluster = self.cluster_of(target)  # N
         # The head's class for each row: the word itself, or its cluster's logit.
         head_target = torch.where(cluster == 0, target, self.shortlist_size - 1 + cluster)
-        nll = SoftmaxNLL.apply(upcast(self._head(input)), head_target, self.inplace_backward)  # N
+        with self._matmuls(input):
+            head = self._head(input)  # N x (shortlist + clusters)
+        nll = SoftmaxNLL.apply(upcast(head), head_target, self.inplace_backward)  # N
         for i in range(self.n_clusters):
             # May be empty: the tail still runs, so its weights get a zero gradient.
             rows = (cluster == i + 1).nonzero().squeeze(1)
-            logits = upcast(self._tail(i, input.index_select(0, rows)))  # rows x cluster_size
+            with self._matmuls(input):
+                logits = self._tail(i, input.index_select(0, rows))  # rows x cluster_size
+            logits = upcast(logits)
             in_cluster = target.index_select(0, rows) - self.cutoffs[i]
             nll = nll.index_add(0, rows, SoftmaxNLL.apply(logits, in_cluster, self.inplace_backward))
         return -nll
