@@ -185,6 +185,7 @@ def test_named_architectures_override_only_what_they_name(data_bin):
     # A flag on the command line beats the architecture's value.
     _, wt2, _ = build(data_bin, "--num-layers", "2", "--adaptive-softmax-cutoff", "20,60", arch="qrnn_lm_wikitext2")
     assert len(wt2.decoder.qrnn.layers) == 2 and wt2.decoder.adaptive_softmax.cutoffs[:2] == [20, 60]
+    assert [layer.hidden_size for layer in wt2.decoder.qrnn.layers] == [800, 400]  # its own sizes
     assert wt2.decoder.qrnn.between_layers.p == 0.1
 
 

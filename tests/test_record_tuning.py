@@ -1,0 +1,48 @@
+import json
+
+import pytest
+import torch
+
+from benchmarks.record_tuning import record
+
+
+def fake_run(path, lr, streams, valid_ppls):
+    """A train.sh save dir as fairseq leaves it: a checkpoint with its config
+    and a JSON log whose epoch summaries repeat (fairseq 0.12 does that)."""
+    path.mkdir()
+    cfg = {
+        "optimization": {"lr": [lr], "max_update": 10},
+        "dataset": {"batch_size": streams},
+        "task": {"tokens_per_sample": 70, "stateful_bptt": True},
+        "model": {"embed_dim": 400, "hidden_size": 800, "num_layers": 4, "dropout": 0.2,
+                  "cpu_autocast_bf16": True, "tie_adaptive_weights": True},
+    }
+    torch.save({"cfg": cfg}, path / "checkpoint_last.pt")
+    lines = []
+    for epoch, ppl in enumerate(valid_ppls, 1):
+        summary = {"epoch": epoch, "train_wps": "4000.0", "train_num_updates": str(5 * epoch), "train_wall": "60"}
+        lines += [json.dumps(summary), json.dumps({"epoch": epoch, "valid_ppl": str(ppl)})]
+        lines.append(json.dumps(summary))  # the repeat
+    (path / "train.log").write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_tuning_runs_are_read_from_their_own_checkpoints_and_logs(tmp_path):
+    runs = {
+        "slow": fake_run(tmp_path / "a", 0.002, 48, [300.0, 250.0]),
+        "fast": fake_run(tmp_path / "b", 0.004, 24, [280.0, 240.5]),
+    }
+    result = record(runs)
+    fast = result["runs"]["fast"]
+    assert fast["settings"]["lr"] == 0.004 and fast["settings"]["streams"] == 24
+    assert fast["settings"]["stateful_bptt"] is True and fast["settings"]["hidden_size"] == 800
+    assert fast["train"]["valid_ppl_per_epoch"] == [280.0, 240.5] and fast["train"]["epochs"] == 2
+    assert result["best_valid"] == "fast"
+
+
+def test_a_run_without_a_checkpoint_is_named(tmp_path):
+    (tmp_path / "empty").mkdir()
+    fake = fake_run(tmp_path / "ok", 0.002, 48, [300.0])
+    (tmp_path / "empty" / "train.log").write_text((tmp_path / "ok" / "train.log").read_text())
+    with pytest.raises(ValueError, match="empty/checkpoint_last.pt not found"):
+        record({"ok": fake, "broken": str(tmp_path / "empty")})
