@@ -11,6 +11,7 @@ import torch
 
 from benchmarks.common import write_result
 from benchmarks.record_wikitext2_run import read_train_log
+from fairseq_adasoft.logs import labelled_paths
 
 # Setting name -> (config group, key) in the checkpoint's fairseq config.
 SETTINGS = {
@@ -59,13 +60,7 @@ def main() -> None:
     parser.add_argument("--run", nargs="+", required=True, metavar="LABEL=SAVE_DIR")
     parser.add_argument("--note", default="", help="anything a reader of the figures should know")
     args = parser.parse_args()
-    runs = {}
-    for spec in args.run:
-        label, sep, save_dir = spec.partition("=")
-        if not sep or not label or not save_dir:
-            raise ValueError(f"--run takes LABEL=SAVE_DIR, got {spec!r}")
-        runs[label] = save_dir
-    payload = record(runs)
+    payload = record(labelled_paths(args.run, "--run", "lr_0.004=checkpoints/tune-lr-0.004"))
     if args.note:
         payload["note"] = args.note
     print(write_result(args.name, payload, command=args.command))

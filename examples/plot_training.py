@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fairseq_adasoft.logs import json_records  # noqa: E402
+from fairseq_adasoft.logs import json_records, labelled_paths  # noqa: E402
 
 
 def read_log(path: str) -> Dict[str, List[Tuple[float, ...]]]:
@@ -67,13 +67,8 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", metavar="LABEL=LOG", help="a run's label and fairseq JSON log")
     parser.add_argument("--out", required=True, help="the PNG to write")
     args = parser.parse_args()
-    runs = {}
-    for spec in args.runs:
-        label, sep, path = spec.partition("=")
-        if not sep or not label or not path:
-            raise ValueError(f"run {spec!r} is not LABEL=LOG, e.g. adaptive=checkpoints/a/train.log")
-        runs[label] = read_log(path)
-    plot_runs(runs, args.out)
+    logs = labelled_paths(args.runs, "each run", "adaptive=checkpoints/a/train.log")
+    plot_runs({label: read_log(path) for label, path in logs.items()}, args.out)
     print(f"wrote {args.out}")
 
 

@@ -2,7 +2,7 @@
 (``... | train_inner | {...}``) or the raw lines of ``--log-file``."""
 
 import json
-from typing import Iterable, Iterator
+from typing import Dict, Iterable, Iterator
 
 
 def json_records(lines: Iterable[str]) -> Iterator[dict]:
@@ -17,3 +17,14 @@ def json_records(lines: Iterable[str]) -> Iterator[dict]:
             continue
         if isinstance(record, dict):
             yield record
+
+
+def labelled_paths(specs: Iterable[str], flag: str, example: str) -> Dict[str, str]:
+    """``LABEL=PATH`` command-line arguments as an ordered label -> path map."""
+    paths = {}
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            raise ValueError(f"{flag} takes LABEL=PATH, got {spec!r}; e.g. {example}")
+        paths[label] = path
+    return paths

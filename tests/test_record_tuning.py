@@ -46,3 +46,13 @@ def test_a_run_without_a_checkpoint_is_named(tmp_path):
     (tmp_path / "empty" / "train.log").write_text((tmp_path / "ok" / "train.log").read_text())
     with pytest.raises(ValueError, match="empty/checkpoint_last.pt not found"):
         record({"ok": fake, "broken": str(tmp_path / "empty")})
+
+
+def test_labelled_arguments_keep_their_order_and_name_the_flag_when_malformed():
+    from fairseq_adasoft.logs import labelled_paths
+
+    assert list(labelled_paths(["b=x/y", "a=z=w"], "--run", "")) == ["b", "a"]
+    assert labelled_paths(["a=z=w"], "--run", "")["a"] == "z=w"  # only the first '=' splits
+    for bad in ("nolabel", "=path", "label="):
+        with pytest.raises(ValueError, match="--run takes LABEL=PATH, got .*; e.g. a=b"):
+            labelled_paths([bad], "--run", "a=b")
