@@ -76,6 +76,13 @@ def test_compare_recipe_trains_both_softmaxes_alike_and_records_them(data_bin, t
     # A second run skips both finished trainings and evaluations.
     _, again = run(compare, env=env)
     assert again.count("already holds a finished run") == 2 and "Loss (base 2)" not in again
+    # Other settings in a finished run's SAVE_DIR are refused, and that run is left as it was.
+    finished = tmp_path / "ckpt" / "compare-adaptive-quick" / "checkpoint_last.pt"
+    stamp = finished.stat().st_mtime_ns
+    code, refused = run(compare + ["--dropout", "0.3"], env=env, check=False)
+    assert code != 0 and "already holds a finished run with other settings" in refused
+    assert "extra=[--num-workers 0 --data-buffer-size 0 --dropout 0.3]" in refused
+    assert finished.stat().st_mtime_ns == stamp
     # The adaptive run's checkpoint under both evaluation protocols (blocks logs exist already).
     _, out = run(["bash", os.path.join(ROOT, "recipes", "wikitext2", "protocols.sh")],
                  env={**env, "SAVE_DIR": str(tmp_path / "ckpt" / "compare-adaptive-quick")})

@@ -7,7 +7,8 @@
 #           used with --fp16 when present.
 # Result:   $SAVE_DIR/checkpoint_best.pt, tensorboard logs in $SAVE_DIR/tb,
 #           fairseq's JSON log in $SAVE_DIR/train.log. Skipped when
-#           $SAVE_DIR/checkpoint_last.pt already holds a finished run.
+#           $SAVE_DIR already holds a finished run with the same settings;
+#           refused when it holds one with other settings.
 #
 # Knobs (environment): SOFTMAX=adaptive|full, OPTIMIZER=adam|seed (the seed's
 # SGD with Nesterov momentum), LR (Adam's peak learning rate, default 0.002),
@@ -61,8 +62,19 @@ case "${OPTIMIZER:-adam}" in
   *) echo "train: OPTIMIZER must be 'adam' or 'seed', got '$OPTIMIZER'" >&2; exit 1 ;;
 esac
 
+# What makes two runs the same run: a finished one is skipped only when it matches.
+SETTINGS="arch=$ARCH softmax=$SOFTMAX optimizer=${OPTIMIZER:-adam} lr=${LR:-0.002} batch=$BATCH_SIZE"
+SETTINGS+=" tokens=$TOKENS_PER_SAMPLE max_update=$MAX_UPDATE nproc=$NPROC data=$DATA_BIN extra=[$*]"
 if [ -s "$SAVE_DIR/checkpoint_last.pt" ] && [ -s "$SAVE_DIR/.finished" ]; then
-  echo "train: $SAVE_DIR already holds a finished run ($(cat "$SAVE_DIR/.finished")); skipping"
+  FINISHED=$(sed -n 's/^settings: //p' "$SAVE_DIR/.finished")
+  if [ -n "$FINISHED" ] && [ "$FINISHED" != "$SETTINGS" ]; then
+    echo "train: $SAVE_DIR already holds a finished run with other settings:" >&2
+    echo "  there: $FINISHED" >&2
+    echo "  now:   $SETTINGS" >&2
+    echo "train: set SAVE_DIR to a new directory, or move that run away; nothing was changed" >&2
+    exit 1
+  fi
+  echo "train: $SAVE_DIR already holds a finished run ($(head -1 "$SAVE_DIR/.finished")); skipping"
   exit 0
 fi
 
@@ -102,4 +114,4 @@ cd "$ROOT"
   --tensorboard-logdir "$SAVE_DIR/tb" \
   --log-format json --log-interval 50 --log-file "$SAVE_DIR/train.log" \
   "$@"
-echo "max_update=$MAX_UPDATE date=$(date -Is)" > "$SAVE_DIR/.finished"
+printf 'max_update=%s date=%s\nsettings: %s\n' "$MAX_UPDATE" "$(date -Is)" "$SETTINGS" > "$SAVE_DIR/.finished"
