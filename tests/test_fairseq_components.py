@@ -272,6 +272,19 @@ def test_cpu_bf16_autocast_stays_close_to_fp32(data_bin):
     assert losses[1] == pytest.approx(losses[0], rel=0.01) and losses[1] != losses[0]
 
 
+def test_cpu_bf16_full_softmax_logits_are_bf16_only_while_training(data_bin):
+    task, model, criterion = build(data_bin, *SMALL_MODEL, "--cpu-autocast-bf16")  # no cutoffs: full softmax
+    sample = batch(task)
+    model.train()
+    assert model(**sample["net_input"])[0].dtype == torch.bfloat16
+    loss, _, _ = criterion(model, sample)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert model.decoder.output_projection.weight.grad.dtype == torch.float32
+    model.eval()
+    assert model(**sample["net_input"])[0].dtype == torch.float32  # evaluation scores in fp32
+
+
 def test_checkpoint_with_other_word_ids_is_refused(data_bin):
     task, _, _ = build(data_bin, *SMALL_MODEL)
     saved = task.state_dict()

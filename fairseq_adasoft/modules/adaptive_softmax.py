@@ -131,9 +131,10 @@ class AdaptiveSoftmax(nn.Module):
         inplace_backward: let the loss's backward overwrite its saved
             log-probabilities (faster, less memory; one backward per forward).
         train_autocast_dtype: while training on CPU, run the loss's head and
-            tail matmuls (``target_log_prob``) under ``torch.autocast("cpu", train_autocast_dtype)``; the
-            log-softmax and loss stay fp32, and evaluation keeps the
-            parameters' precision so reported scores are not rounded.
+            tail matmuls (``target_log_prob``) under ``torch.autocast("cpu",
+            train_autocast_dtype)``; the log-softmax and loss stay fp32, and
+            evaluation keeps the parameters' precision so reported scores are
+            not rounded.
     """
 
     def __init__(
