@@ -1,11 +1,10 @@
 """What the command-line tests share: a small model, training flags, log parsing,
 and the test split's nll computed directly from a checkpoint."""
 
-import re
-
 import torch
 
 import fairseq_adasoft  # noqa: F401  (registers the task for the in-process checkpoint load)
+from benchmarks.record_wikitext2_run import EVAL_RE  # noqa: F401  (fairseq-eval-lm's result line)
 from fairseq_adasoft.logs import json_records
 
 MODEL = ["--embed-dim", "32", "--hidden-size", "48", "--num-layers", "2",
@@ -18,7 +17,6 @@ TRAIN = ["--task", "language_modeling_freqsorted", "--tokens-per-sample", "32",
          # No data-loading threads: a sub-second run could end while one was still
          # alive, and the process then aborted at exit (seen once in CI).
          "--num-workers", "0", "--data-buffer-size", "0"]
-EVAL_RE = re.compile(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.]+)")
 
 
 def train_losses(output):
