@@ -69,6 +69,7 @@ def test_compare_recipe_trains_both_softmaxes_alike_and_records_them(data_bin, t
     assert set(result["goals"]) == {"speedup_at_least_3.0x", "test_ppl_within_4%"}
     # The same optimizer, and only the adaptive run has cutoffs.
     assert out.count("'optimizer': {'_name': 'adam'") == 2
+    assert "Adam lr 0.002," in result["config"]  # train.sh's default LR, read from the checkpoint
     cutoffs = {softmax: torch.load(tmp_path / "ckpt" / f"compare-{softmax}-quick" / "checkpoint_last.pt",
                                    weights_only=False)["cfg"]["model"]["adaptive_softmax_cutoff"]
                for softmax in ("adaptive", "full")}

@@ -53,9 +53,11 @@ else
   EXTRA_LIMITS=()
 fi
 
-case "${OPTIMIZER:-adam}" in
+OPTIMIZER=${OPTIMIZER:-adam}
+LR=${LR:-0.002}
+case "$OPTIMIZER" in
   adam) OPTIMIZER_FLAGS=(--optimizer adam --adam-betas "(0.9, 0.999)" --clip-norm 0.25
-                         --lr "${LR:-0.002}" --lr-scheduler polynomial_decay --warmup-updates 100
+                         --lr "$LR" --lr-scheduler polynomial_decay --warmup-updates 100
                          --end-learning-rate 0.0001 --total-num-update "$MAX_UPDATE") ;;
   seed) OPTIMIZER_FLAGS=(--optimizer nag --momentum 0.9 --clip-norm 0.25
                          --lr 1 --lr-scheduler fixed) ;;
@@ -63,7 +65,7 @@ case "${OPTIMIZER:-adam}" in
 esac
 
 # What makes two runs the same run: a finished one is skipped only when it matches.
-SETTINGS="arch=$ARCH softmax=$SOFTMAX optimizer=${OPTIMIZER:-adam} lr=${LR:-0.002} batch=$BATCH_SIZE"
+SETTINGS="arch=$ARCH softmax=$SOFTMAX optimizer=$OPTIMIZER lr=$LR batch=$BATCH_SIZE"
 SETTINGS+=" tokens=$TOKENS_PER_SAMPLE max_update=$MAX_UPDATE nproc=$NPROC data=$DATA_BIN extra=[$*]"
 if [ -s "$SAVE_DIR/checkpoint_last.pt" ] && [ -s "$SAVE_DIR/.finished" ]; then
   FINISHED=$(sed -n 's/^settings: //p' "$SAVE_DIR/.finished")
