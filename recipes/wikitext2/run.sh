@@ -31,10 +31,8 @@ phase() {  # phase NAME COMMAND...: run it and keep its wall time
   PHASES+=("$name=$((SECONDS - start))")
 }
 
-# 8 epochs of ~444 s (~4.7k words/s) fill the hour; the hour guard stops a slower
-# machine, by then at the tail of the decay. lr 0.008: the one-epoch optimum at
-# 48 streams (benchmarks/results/wikitext2_tuning.json).
-export LR=${LR:-0.008} EPOCHS=${EPOCHS:-8} STOP_TIME_HOURS=${STOP_TIME_HOURS:-1.0}
+# 7 epochs end inside the hour at ~4.7k words/s; the hour guard stops a slower machine.
+export LR=${LR:-0.006} EPOCHS=${EPOCHS:-7} STOP_TIME_HOURS=${STOP_TIME_HOURS:-1.0}
 # What the tuning for the hour found worth its cost (README, "Best CPU model").
 MAIN_FLAGS=(--stateful-bptt --tie-adaptive-weights --cpu-autocast-bf16)
 
