@@ -1,7 +1,9 @@
 """Record recipes/wikitext2/protocols.sh: one checkpoint's perplexity under
-fairseq's block protocol and awd-lstm-lm's classic stateful protocol."""
+fairseq's block protocol, awd-lstm-lm's classic stateful protocol, and the
+classic protocol with a continuous cache tuned on valid."""
 
 import argparse
+import json
 import os
 
 from benchmarks.common import write_result
@@ -11,6 +13,8 @@ PROTOCOLS = {
     "blocks": ("", "fairseq-eval-lm, 512-token blocks scored independently, batch 8"),
     "classic": ("_classic", "fairseq-eval-lm --stateful-bptt: streams read 70 tokens at a time with the "
                             "state carried; 10 streams for valid, 1 for test (awd-lstm-lm)"),
+    "cache": ("_cache", "classic, plus the continuous cache of Grave, Joulin & Usunier 2017 "
+                        "(--neural-cache-size/theta/lambda) with the setting tuned on valid"),
 }
 
 
@@ -25,6 +29,8 @@ def main() -> None:
         payload[protocol] = {"how": how, **{
             split: read_eval(os.path.join(args.save_dir, f"eval_{split}{suffix}.log")) for split in ("valid", "test")
         }}
+    with open(os.path.join(args.save_dir, "neural_cache.json")) as f:
+        payload["cache"]["tuning"] = json.load(f)  # benchmarks/tune_neural_cache.py: the grid and its best
     print(write_result(args.name, payload, command=args.command))
 
 

@@ -84,12 +84,23 @@ def test_compare_recipe_trains_both_softmaxes_alike_and_records_them(data_bin, t
     assert code != 0 and "already holds a finished run with other settings" in refused
     assert "extra=[--num-workers 0 --data-buffer-size 0 --dropout 0.3]" in refused
     assert finished.stat().st_mtime_ns == stamp
-    # The adaptive run's checkpoint under both evaluation protocols (blocks logs exist already).
-    _, out = run(["bash", os.path.join(ROOT, "recipes", "wikitext2", "protocols.sh")],
-                 env={**env, "SAVE_DIR": str(tmp_path / "ckpt" / "compare-adaptive-quick")})
-    assert out.count("Loss (base 2)") == 2  # only the classic valid and test evaluations ran
+    # The adaptive run's checkpoint under the three evaluation protocols (blocks logs exist already).
+    protocols_sh = ["bash", os.path.join(ROOT, "recipes", "wikitext2", "protocols.sh")]
+    env["SAVE_DIR"] = str(tmp_path / "ckpt" / "compare-adaptive-quick")
+    _, out = run(protocols_sh, env=env)
+    assert out.count("Loss (base 2)") == 4  # classic and cache, valid and test
     protocols = json.loads((tmp_path / "wikitext2_protocols.json").read_text())
     assert protocols["blocks"]["test"] == adaptive["test"]
     classic_log = (tmp_path / "ckpt" / "compare-adaptive-quick" / "eval_test_classic.log").read_text()
     assert "--stateful-bptt: test is one stream of" in classic_log
     assert protocols["classic"]["test"]["perplexity"] > 1
+    # The cache setting was tuned on valid, and fairseq-eval-lm scores valid with it as the tuner did.
+    tuning = protocols["cache"]["tuning"]
+    assert tuning["best"] == min(tuning["grid"], key=lambda g: g["perplexity"])
+    assert protocols["cache"]["valid"]["perplexity"] == pytest.approx(tuning["best"]["perplexity"], abs=0.01)
+    assert tuning["without_cache"] == pytest.approx(protocols["classic"]["valid"]["perplexity"], abs=0.01)
+    cache_log = (tmp_path / "ckpt" / "compare-adaptive-quick" / "eval_test_cache.log").read_text()
+    assert f"'neural_cache_size': {tuning['best']['size']}" in cache_log
+    # A second run redoes nothing.
+    _, again = run(protocols_sh, env=env)
+    assert "Loss (base 2)" not in again and "without the cache" not in again

@@ -24,7 +24,9 @@ from torch import Tensor, nn
 from fairseq_adasoft.modules import (
     QRNN,
     AdaptiveSoftmax,
+    CacheMemory,
     LockedDropout,
+    NeuralCache,
     embedding_dropout,
     parse_cutoffs,
 )
@@ -141,6 +143,9 @@ class QRNNDecoder(FairseqIncrementalDecoder):
                 self.output_projection.weight = self.embed_tokens.weight
         # Stateful BPTT: per stream set, per layer, the detached (c_T, x_T) of all S streams.
         self.carried: Dict[str, List] = {}
+        # Evaluation only (use_neural_cache): the cache and, per stream set, what it remembers.
+        self.neural_cache: Optional[NeuralCache] = None
+        self.cache_memory: Dict[str, CacheMemory] = {}
         self._register_state_dict_hook(QRNNDecoder._save_carried)
         self._register_load_state_dict_pre_hook(QRNNDecoder._load_carried, with_module=True)
 
@@ -244,7 +249,43 @@ class QRNNDecoder(FairseqIncrementalDecoder):
             self._set_state(incremental_state, state)
         if stream is not None:
             self._keep_stream_state(stream, state)
-        return x.transpose(0, 1), {"attn": None}  # B x T x C
+        x = x.transpose(0, 1)  # B x T x C
+        extra = {"attn": None}
+        if self.neural_cache is not None and not self.training:
+            extra["neural_cache"] = self._read_cache(x, prev_output_tokens, stream, incremental_state)
+        return x, extra
+
+    def use_neural_cache(self, cache: Optional[NeuralCache]) -> None:
+        """Score with Grave et al.'s continuous cache in evaluation (None: without)."""
+        self.neural_cache, self.cache_memory = cache, {}
+
+    def _read_cache(self, x: Tensor, tokens: Tensor, stream: Optional[Dict], incremental_state) -> tuple:
+        """Cache weights of this batch (B x T x K) and their words (B x K); the
+        memory carries over between batches of --stateful-bptt streams."""
+        if incremental_state is not None:
+            raise ValueError("--neural-cache-size scores given text (fairseq-eval-lm); it cannot generate: drop it")
+        memory = None
+        if stream is not None and stream["batch"] > 0:
+            memory = self.cache_memory.get(stream["name"])
+        weights, values, memory = self.neural_cache.attend(x, tokens, memory)
+        if stream is not None:
+            self.cache_memory[stream["name"]] = memory
+        return weights, values
+
+    def get_normalized_probs(self, net_output, log_probs: bool, sample=None) -> Tensor:
+        cached = net_output[1].get("neural_cache") if isinstance(net_output[1], dict) else None
+        if cached is None:
+            return super().get_normalized_probs(net_output, log_probs, sample)
+        weights, values = cached  # B x T x K, B x K
+        if net_output[0].shape[:2] != weights.shape[:2]:
+            raise ValueError(
+                f"--neural-cache-size: the output was split ({tuple(net_output[0].shape[:2])} positions, the "
+                f"cache read {tuple(weights.shape[:2])}): drop fairseq-eval-lm's --softmax-batch"
+            )
+        model_lp = super().get_normalized_probs(net_output, log_probs=True, sample=sample)  # B x T x V
+        cache_p = self.neural_cache.cache_probs(weights, values, model_lp.size(-1))  # B x T x V
+        mixed = self.neural_cache.mix(model_lp, cache_p, weights.sum(-1, keepdim=True) > 0)
+        return mixed if log_probs else mixed.exp()
 
     def output_layer(self, features: Tensor, **kwargs) -> Tensor:
         if self.adaptive_softmax is not None:
@@ -301,6 +342,10 @@ class QRNNLanguageModel(FairseqLanguageModel):
     def carried_stream_state(self, name: str) -> List[Tensor]:
         """Stateful BPTT: the decoder's carried state of stream set ``name``."""
         return self.decoder.carried_stream_state(name)
+
+    def use_neural_cache(self, cache: Optional[NeuralCache]) -> None:
+        """Evaluate with a continuous cache (Grave, Joulin & Usunier 2017)."""
+        self.decoder.use_neural_cache(cache)
 
     @classmethod
     def build_model(cls, cfg: QRNNLanguageModelConfig, task):

@@ -1,6 +1,8 @@
-"""Plain torch modules (no fairseq imports): QRNN, ForgetMult, adaptive softmax, dropout."""
+"""Plain torch modules (no fairseq imports): QRNN, ForgetMult, adaptive softmax, dropout,
+neural cache."""
 
 from .adaptive_softmax import AdaptiveSoftmax, is_fraction_spec, parse_cutoffs, validate_cutoffs  # noqa: F401
 from .dropout import LockedDropout, embedding_dropout  # noqa: F401
 from .forget_mult import ForgetMultFunction, forget_mult, forget_mult_reference  # noqa: F401
+from .neural_cache import CacheMemory, NeuralCache, plain_cache_probs  # noqa: F401
 from .qrnn import QRNN, QRNNLayer  # noqa: F401

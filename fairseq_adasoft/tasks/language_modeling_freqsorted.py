@@ -24,7 +24,7 @@ from fairseq.distributed import utils as distributed_utils
 from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 
-from fairseq_adasoft.modules import is_fraction_spec, parse_cutoffs
+from fairseq_adasoft.modules import NeuralCache, is_fraction_spec, parse_cutoffs
 from fairseq_adasoft.tasks.streams import StreamBatches, TokenStream
 from fairseq_adasoft.modules.cutoff_search import (
     DEFAULT_COST_MODEL,
@@ -35,6 +35,10 @@ from fairseq_adasoft.modules.cutoff_search import (
 )
 
 logger = logging.getLogger(__name__)
+
+# Tuned on WikiText-2's validation split for qrnn_lm_wikitext2 (benchmarks/results/neural_cache_tuning.json).
+NEURAL_CACHE_THETA = 4.0
+NEURAL_CACHE_LAMBDA = 0.2
 
 
 @dataclass
@@ -64,6 +68,18 @@ class FreqSortedLanguageModelingConfig(LanguageModelingConfig):
         default=None,
         metadata={"help": "tokens per batch the --adaptive-softmax-cutoff auto cost model assumes "
                   "(default: --batch-size x --tokens-per-sample)"},
+    )
+    # Evaluation only: Grave, Joulin & Usunier 2017's continuous cache (modules/neural_cache.py).
+    neural_cache_size: int = field(
+        default=0,
+        metadata={"help": "fairseq-eval-lm: mix a continuous cache of the last N hidden states into the "
+                  "model's probabilities (qrnn_lm; with --stateful-bptt it spans batches); 0: off"},
+    )
+    neural_cache_theta: float = field(
+        default=NEURAL_CACHE_THETA, metadata={"help": "the cache's softmax scale on h_t . h_i"}
+    )
+    neural_cache_lambda: float = field(
+        default=NEURAL_CACHE_LAMBDA, metadata={"help": "the cache's share of the mixed probability"}
     )
 
 
@@ -259,6 +275,8 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         ).next_epoch_itr(shuffle=False)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if self.args.neural_cache_size:
+            raise ValueError("--neural-cache-size is an evaluation option (fairseq-eval-lm): drop it from fairseq-train")
         out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         stream = sample.get("net_input", {}).get("stream")
         if stream is not None and distributed_utils.get_data_parallel_world_size() > 1:
@@ -298,6 +316,11 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
                 f"(--arch qrnn_lm and its variants); {type(model).__name__} scores every batch alone: "
                 f"drop --stateful-bptt"
             )
+        if self.args.neural_cache_size:
+            if not hasattr(model, "use_neural_cache"):
+                raise ValueError(f"--neural-cache-size needs --arch qrnn_lm or a variant; drop it for {type(model).__name__}")
+            model.use_neural_cache(NeuralCache(self.args.neural_cache_size, self.args.neural_cache_theta,
+                                               self.args.neural_cache_lambda, pad=self.dictionary.pad()))
         layer = getattr(model.decoder, "adaptive_softmax", None)
         if hasattr(layer, "cutoffs"):
             self._log_cluster_shares(layer.cutoffs[:-1])

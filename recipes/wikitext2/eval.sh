@@ -11,6 +11,10 @@
 #           (10 for valid, 1 for test) read 70 tokens at a time, the hidden
 #           state carried across batches (--stateful-bptt); every token sees
 #           its whole history, so perplexity comes out lower.
+#           PROTOCOL=cache: classic, plus the continuous cache of Grave et al.
+#           2017 (--neural-cache-size/theta/lambda) with the setting tuned on
+#           valid in $SAVE_DIR/neural_cache.json (recipes/wikitext2/protocols.sh
+#           writes it; benchmarks/tune_neural_cache.py).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -19,21 +23,33 @@ DATA_BIN=${DATA_BIN:-$ROOT/data-bin/wikitext-2}
 CHECKPOINT=${CHECKPOINT:-${SAVE_DIR:?set SAVE_DIR (the training save dir) or CHECKPOINT}/checkpoint_best.pt}
 SUBSET=${SUBSET:-test}
 PROTOCOL=${PROTOCOL:-blocks}
+# awd-lstm-lm: bptt 70, eval_batch_size 10, test_batch_size 1.
+CLASSIC_FLAGS=(--stateful-bptt --tokens-per-sample "${TOKENS_PER_SAMPLE:-70}"
+               --batch-size "$([ "$SUBSET" = test ] && echo 1 || echo 10)")
+TUNED=""
 case "$PROTOCOL" in
   blocks)
     PROTOCOL_FLAGS=(--tokens-per-sample "${TOKENS_PER_SAMPLE:-512}" --batch-size 8)
     SUFFIX="" ;;
-  classic)  # awd-lstm-lm: bptt 70, eval_batch_size 10, test_batch_size 1
-    PROTOCOL_FLAGS=(--stateful-bptt --tokens-per-sample "${TOKENS_PER_SAMPLE:-70}"
-                    --batch-size "$([ "$SUBSET" = test ] && echo 1 || echo 10)")
+  classic)
+    PROTOCOL_FLAGS=("${CLASSIC_FLAGS[@]}")
     SUFFIX=_classic ;;
-  *) echo "eval: PROTOCOL must be blocks or classic, got '$PROTOCOL'" >&2; exit 1 ;;
+  cache)
+    TUNED=$(dirname "$CHECKPOINT")/neural_cache.json
+    [ -s "$TUNED" ] || { echo "eval: PROTOCOL=cache needs $TUNED: run python -m benchmarks.tune_neural_cache first" >&2; exit 1; }
+    SETTING=$("$VENV_BIN/python" -c \
+      "import json, sys; c = json.load(open(sys.argv[1]))['best']; print(c['size'], c['theta'], c['lambda'])" "$TUNED")
+    read -r SIZE THETA LAMBDA <<< "$SETTING"
+    PROTOCOL_FLAGS=("${CLASSIC_FLAGS[@]}"
+                    --neural-cache-size "$SIZE" --neural-cache-theta "$THETA" --neural-cache-lambda "$LAMBDA")
+    SUFFIX=_cache ;;
+  *) echo "eval: PROTOCOL must be blocks, classic or cache, got '$PROTOCOL'" >&2; exit 1 ;;
 esac
 OUT_LOG=${OUT_LOG:-$(dirname "$CHECKPOINT")/eval_$SUBSET$SUFFIX.log}
 
 [ -s "$CHECKPOINT" ] || { echo "eval: checkpoint $CHECKPOINT not found; run recipes/wikitext2/train.sh first" >&2; exit 1; }
 read_ppl() { sed -n 's/.*Perplexity: \([0-9.]*\).*/\1/p' "$OUT_LOG" | tail -1; }
-if [ "$OUT_LOG" -nt "$CHECKPOINT" ] && [ -n "$(read_ppl)" ]; then
+if [ "$OUT_LOG" -nt "$CHECKPOINT" ] && { [ -z "$TUNED" ] || [ "$OUT_LOG" -nt "$TUNED" ]; } && [ -n "$(read_ppl)" ]; then
   echo "eval: $OUT_LOG already scores this checkpoint; skipping"
   echo "$SUBSET perplexity ($PROTOCOL protocol): $(read_ppl)"
   exit 0

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# One checkpoint under both evaluation protocols, valid and test:
+# One checkpoint under three evaluation protocols, valid and test:
 #   blocks:  fairseq's, 512-token blocks scored independently;
 #   classic: awd-lstm-lm's, contiguous streams (10 valid, 1 test) read 70
-#            tokens at a time with the hidden state carried (--stateful-bptt).
+#            tokens at a time with the hidden state carried (--stateful-bptt);
+#   cache:   classic plus Grave et al. 2017's continuous cache, its size,
+#            theta and lambda tuned on valid first (benchmarks/tune_neural_cache.py).
 #
-# Hardware: any; ~2 minutes per split and protocol for the 4 x 300 model on
-#           2 CPU cores (fairseq-eval-lm scores the full vocabulary).
+# Hardware: any; ~1.5 minutes per split and protocol for the 4 x 800 model on
+#           2 CPU cores (fairseq-eval-lm scores the full vocabulary), and ~3
+#           minutes of cache tuning.
 # Result:   benchmarks/results/wikitext2_protocols.json (or $NAME.json).
-#           eval.sh skips evaluations already done for this checkpoint.
+#           eval.sh skips evaluations already done for this checkpoint, and
+#           the tuning is skipped when $SAVE_DIR/neural_cache.json is newer.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -15,7 +19,13 @@ SAVE_DIR=${SAVE_DIR:?set SAVE_DIR to the training save dir (it must hold checkpo
 NAME=${NAME:-wikitext2_protocols}
 export SAVE_DIR
 
-for PROTOCOL in blocks classic; do
+TUNED=$SAVE_DIR/neural_cache.json
+if ! [ "$TUNED" -nt "$SAVE_DIR/checkpoint_best.pt" ]; then
+  (cd "$ROOT" && "${VENV_BIN:-$ROOT/.venv/bin}/python" -m benchmarks.tune_neural_cache \
+     --data "${DATA_BIN:-$ROOT/data-bin/wikitext-2}" --save-dir "$SAVE_DIR")
+fi
+
+for PROTOCOL in blocks classic cache; do
   PROTOCOL=$PROTOCOL SUBSET=valid bash "$ROOT/recipes/wikitext2/eval.sh"
   PROTOCOL=$PROTOCOL SUBSET=test bash "$ROOT/recipes/wikitext2/eval.sh"
 done

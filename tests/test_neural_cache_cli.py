@@ -1,0 +1,94 @@
+"""The continuous cache through fairseq-eval-lm: equal to the formula over the
+whole stream, equal to the tuner's scoring, and refused where it cannot work."""
+
+import math
+import sys
+
+import pytest
+import torch
+
+from benchmarks import tune_neural_cache
+from cli_setup import EVAL_RE, MODEL, TRAIN
+from conftest import PLUGIN, fairseq_cli, run
+from fairseq_adasoft.modules import NeuralCache, plain_cache_probs
+
+pytestmark = pytest.mark.slow
+
+SIZE, THETA, LAMBDA = 40, 0.5, 0.3
+CACHE = ["--neural-cache-size", str(SIZE), "--neural-cache-theta", str(THETA), "--neural-cache-lambda", str(LAMBDA)]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data_bin, tmp_path_factory):
+    save = tmp_path_factory.mktemp("cache-ckpt")
+    run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
+         "--max-update", "30", "--save-dir", save, "--no-epoch-checkpoints"])
+    return save / "checkpoint_last.pt"
+
+
+def evaluate(data_bin, checkpoint, *extra, check=True):
+    return run([fairseq_cli("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", checkpoint,
+                "--task", "language_modeling_freqsorted", "--cpu", "--tokens-per-sample", "16", *extra],
+               check=check)
+
+
+def loss_base2(out):
+    return float(EVAL_RE.findall(out)[-1][0])
+
+
+def formula_nll(checkpoint, data_bin, corpus_file):
+    """Mean nll of the test stream with the cache, from one forward over the
+    whole stream and the per-position formula (plain_cache_probs)."""
+    from fairseq import checkpoint_utils
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(checkpoint)], arg_overrides={"data": str(data_bin)})
+    model, d = models[0].eval(), task.dictionary
+    stream = torch.cat([d.encode_line(line, add_if_not_exist=False, append_eos=True).long()
+                        for line in open(corpus_file).read().splitlines()])
+    source = torch.cat([stream.new_tensor([d.eos()]), stream[:-1]]).unsqueeze(0)  # 1 x N
+    with torch.no_grad():
+        features, extra = model(source, features_only=True)  # 1 x N x C
+        model_p = model.get_normalized_probs((features, extra), log_probs=True)[0].double().exp()  # N x V
+    cache_p = plain_cache_probs(features[0], source[0], SIZE, THETA, len(d))  # N x V
+    p = (1 - LAMBDA) * model_p + LAMBDA * cache_p
+    p[0] = model_p[0]  # the first word has nothing to remember
+    return -p.gather(1, stream.unsqueeze(1)).log().mean().item()
+
+
+def test_eval_lm_with_the_cache_equals_the_formula_over_the_whole_stream(data_bin, tiny_corpus, checkpoint):
+    _, out = evaluate(data_bin, checkpoint, "--gen-subset", "test", "--stateful-bptt", *CACHE)
+    expected = formula_nll(checkpoint, data_bin, tiny_corpus / "test.txt")
+    assert loss_base2(out) * math.log(2) == pytest.approx(expected, abs=2e-4)
+    # The Markov corpus repeats its successors: remembering them helps.
+    _, plain = evaluate(data_bin, checkpoint, "--gen-subset", "test", "--stateful-bptt")
+    assert loss_base2(out) < loss_base2(plain)
+
+
+def test_tuner_scores_as_eval_lm_does(data_bin, checkpoint):
+    model, batches, pad = tune_neural_cache.load(str(data_bin), str(checkpoint), "valid", streams=3)
+    split = tune_neural_cache.read_split(model, batches, pad)
+    result = tune_neural_cache.tune(split, pad, sizes=(SIZE,), thetas=(THETA,), lambdas=(LAMBDA, 0.1))
+    _, out = evaluate(data_bin, checkpoint, "--gen-subset", "valid", "--stateful-bptt", "--batch-size", "3", *CACHE)
+    _, plain = evaluate(data_bin, checkpoint, "--gen-subset", "valid", "--stateful-bptt", "--batch-size", "3")
+    assert result["grid"][0] == {"size": SIZE, "theta": THETA, "lambda": LAMBDA, "perplexity": pytest.approx(
+        2 ** loss_base2(out), rel=2e-4)}
+    assert result["without_cache"] == pytest.approx(2 ** loss_base2(plain), rel=2e-4)
+    assert result["best"] in result["grid"] and len(result["grid"]) == 2
+
+
+def test_cache_is_refused_where_it_cannot_work(data_bin, checkpoint, tmp_path):
+    code, out = run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL,
+                     *TRAIN, "--max-update", "2", "--save-dir", tmp_path / "t", *CACHE], check=False)
+    assert code != 0 and "--neural-cache-size is an evaluation option" in out
+    code, out = evaluate(data_bin, checkpoint, "--gen-subset", "test", "--softmax-batch", "4", *CACHE, check=False)
+    assert code != 0 and "drop fairseq-eval-lm's --softmax-batch" in out
+    code, out = evaluate(data_bin, checkpoint, "--gen-subset", "test", "--neural-cache-lambda", "1.5",
+                         "--neural-cache-size", "10", check=False)
+    assert code != 0 and "--neural-cache-lambda must be in (0, 1)" in out
+
+
+def test_tuner_refuses_the_test_split(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["tune", "--data", str(tmp_path), "--save-dir", str(tmp_path), "--subset", "test"])
+    with pytest.raises(ValueError, match="--subset test: tune on a validation split"):
+        tune_neural_cache.main()
