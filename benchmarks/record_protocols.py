@@ -7,7 +7,11 @@ import json
 import os
 
 from benchmarks.common import write_result
-from benchmarks.record_wikitext2_run import read_eval
+from benchmarks.record_wikitext2_run import read_eval, read_train_log
+
+# Issue #6's goal for the best CPU model: test perplexity <= 110 from <= 60 minutes of training.
+GOAL_TEST_PPL = 110.0
+GOAL_TRAIN_SECONDS = 3600.0
 
 PROTOCOLS = {
     "blocks": ("", "fairseq-eval-lm, 512-token blocks scored independently, batch 8"),
@@ -31,6 +35,13 @@ def main() -> None:
         }}
     with open(os.path.join(args.save_dir, "neural_cache.json")) as f:
         payload["cache"]["tuning"] = json.load(f)  # benchmarks/tune_neural_cache.py: the grid and its best
+    train_s = read_train_log(os.path.join(args.save_dir, "train.log"))["train_wall_s"]
+    payload["goals"] = [
+        {"goal": f"test perplexity <= {GOAL_TEST_PPL:g} after <= {GOAL_TRAIN_SECONDS / 60:g} min of training",
+         "protocol": protocol, "test_ppl": payload[protocol]["test"]["perplexity"], "train_wall_s": train_s,
+         "met": payload[protocol]["test"]["perplexity"] <= GOAL_TEST_PPL and train_s <= GOAL_TRAIN_SECONDS}
+        for protocol in PROTOCOLS
+    ]
     print(write_result(args.name, payload, command=args.command))
 
 

@@ -99,6 +99,9 @@ def test_compare_recipe_trains_both_softmaxes_alike_and_records_them(data_bin, t
     assert tuning["best"] == min(tuning["grid"], key=lambda g: g["perplexity"])
     assert protocols["cache"]["valid"]["perplexity"] == pytest.approx(tuning["best"]["perplexity"], abs=0.01)
     assert tuning["without_cache"] == pytest.approx(protocols["classic"]["valid"]["perplexity"], abs=0.01)
+    goals = {g["protocol"]: g for g in protocols["goals"]}
+    assert goals["cache"]["test_ppl"] == protocols["cache"]["test"]["perplexity"]
+    assert goals["cache"]["met"] == (goals["cache"]["test_ppl"] <= 110 and goals["cache"]["train_wall_s"] <= 3600)
     cache_log = (tmp_path / "ckpt" / "compare-adaptive-quick" / "eval_test_cache.log").read_text()
     assert f"'neural_cache_size': {tuning['best']['size']}" in cache_log
     # A second run redoes nothing.

@@ -6,9 +6,11 @@
 #   cache:   classic plus Grave et al. 2017's continuous cache, its size,
 #            theta and lambda tuned on valid first (benchmarks/tune_neural_cache.py).
 #
-# Hardware: any; ~1.5 minutes per split and protocol for the 4 x 800 model on
-#           2 CPU cores (fairseq-eval-lm scores the full vocabulary), and ~3
-#           minutes of cache tuning.
+# Hardware: any; for the 4 x 800 model on 2 CPU cores, ~1.3 minutes per split
+#           under blocks and classic, ~3.3 under cache (fairseq-eval-lm scores
+#           the full vocabulary), and ~6 minutes of cache tuning (one pass over
+#           valid, then 4 sizes x 6 thetas x 6 lambdas; measured with a test
+#           run sharing the cores).
 # Result:   benchmarks/results/wikitext2_protocols.json (or $NAME.json).
 #           eval.sh skips evaluations already done for this checkpoint, and
 #           the tuning is skipped when $SAVE_DIR/neural_cache.json is newer.

@@ -2,18 +2,22 @@
 # The main job, from a fresh clone: set up the environment, prepare WikiText-2,
 # train the best model we found for an hour of 2 CPU cores (qrnn_lm_wikitext2
 # with stateful BPTT, an adaptive softmax tied to the embedding, and bf16
-# matmuls), evaluate it under both protocols, record the result.
+# matmuls), evaluate it under three protocols (the last with a continuous cache
+# tuned on valid), record the result.
 #
 # Hardware: 2 CPU cores with bf16 instructions (AVX-512 BF16 or AMX; elsewhere
 #           --cpu-autocast-bf16 still works, more slowly); no GPU needed.
-#           Expected: ~58 minutes in all (3,459 s measured: 51.8 min of
-#           training, then four evaluations), plus ~3 minutes building fairseq
-#           on a fresh machine; test perplexity ~124 (fairseq's blocks) and
-#           ~119 (classic) (benchmarks/results/wikitext2_main*.json).
-#           QUICK=1: 150 updates, a few minutes, perplexity in the hundreds.
+#           Expected: ~71 minutes in all: 51.8 min of training and four
+#           evaluations (3,459 s measured), then ~13 min for the cache (tuning,
+#           two evaluations); plus ~3 minutes building fairseq on a fresh
+#           machine. Test perplexity ~124 (fairseq's blocks), ~119 (classic),
+#           ~89 (classic with the cache) (benchmarks/results/wikitext2_main*.json).
+#           QUICK=1: 150 updates, perplexity in the hundreds; ~20 minutes, as the
+#           evaluations and the cache tuning still read whole splits (7.2 min
+#           measured before the cache protocol, plus its ~13).
 # Result:   prints the validation and test perplexity; writes
 #           benchmarks/results/wikitext2_main[_quick].json (fairseq's blocks)
-#           and wikitext2_main[_quick]_protocols.json (both protocols).
+#           and wikitext2_main[_quick]_protocols.json (all three protocols).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
