@@ -9,8 +9,9 @@ import sys
 from datetime import datetime, timezone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_SUBDIR = os.path.join("benchmarks", "results")
 # BENCHMARK_RESULTS_DIR: where tests point recipes, to keep the recorded results untouched.
-RESULTS_DIR = os.environ.get("BENCHMARK_RESULTS_DIR") or os.path.join(ROOT, "benchmarks", "results")
+RESULTS_DIR = os.environ.get("BENCHMARK_RESULTS_DIR") or os.path.join(ROOT, RESULTS_SUBDIR)
 
 
 def _git_revision() -> str:
@@ -18,8 +19,11 @@ def _git_revision() -> str:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
+        # Results are outputs, not code: a recipe that records two files in turn
+        # must not mark the second as run from a changed tree.
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){RESULTS_SUBDIR}"],
+            cwd=ROOT, capture_output=True, text=True,
         ).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -40,9 +44,14 @@ def _cpu_model() -> str:
 def machine_info() -> dict:
     import torch
 
+    from fairseq_adasoft.modules.precision import cpu_has_native_bf16
+
     info = {
         "cpu": _cpu_model(),
         "cpu_cores": os.cpu_count(),
+        # "AMD EPYC" names machines with and without AVX-512 and bf16 alike.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),

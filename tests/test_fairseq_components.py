@@ -248,43 +248,6 @@ def test_other_models_keep_the_cutoffs_they_ignore(data_bin):
     assert model.decoder.adaptive_softmax is None
 
 
-def test_cpu_bf16_autocast_stays_close_to_fp32(data_bin):
-    task, fp32, criterion = build(data_bin, *ADAPTIVE)
-    _, bf16, _ = build(data_bin, *ADAPTIVE, "--cpu-autocast-bf16")
-    bf16.load_state_dict(fp32.state_dict())
-    fp32.eval(), bf16.eval()
-    sample = batch(task)
-    features32, _ = fp32.decoder(sample["net_input"]["src_tokens"])
-    features16, _ = bf16.decoder(sample["net_input"]["src_tokens"])
-    assert features16.dtype == torch.float32  # the output layer and loss see fp32
-    torch.testing.assert_close(features16, features32, rtol=0.05, atol=0.05)
-    loss16, _, _ = criterion(bf16, sample)
-    loss32, _, _ = criterion(fp32, sample)
-    assert loss16.item() == pytest.approx(loss32.item(), rel=0.01)
-    loss16.backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in bf16.parameters())
-    # Training adds bf16 output-layer matmuls; the same dropout masks from the same seed.
-    fp32.train(), bf16.train()
-    losses = []
-    for model in (fp32, bf16):
-        torch.manual_seed(3)
-        losses.append(criterion(model, sample)[0].item())
-    assert losses[1] == pytest.approx(losses[0], rel=0.01) and losses[1] != losses[0]
-
-
-def test_cpu_bf16_full_softmax_logits_are_bf16_only_while_training(data_bin):
-    task, model, criterion = build(data_bin, *SMALL_MODEL, "--cpu-autocast-bf16")  # no cutoffs: full softmax
-    sample = batch(task)
-    model.train()
-    assert model(**sample["net_input"])[0].dtype == torch.bfloat16
-    loss, _, _ = criterion(model, sample)
-    assert loss.dtype == torch.float32 and torch.isfinite(loss)
-    loss.backward()
-    assert model.decoder.output_projection.weight.grad.dtype == torch.float32
-    model.eval()
-    assert model(**sample["net_input"])[0].dtype == torch.float32  # evaluation scores in fp32
-
-
 def test_checkpoint_with_other_word_ids_is_refused(data_bin):
     task, _, _ = build(data_bin, *SMALL_MODEL)
     saved = task.state_dict()

@@ -30,6 +30,7 @@ from fairseq_adasoft.modules import (
     embedding_dropout,
     parse_cutoffs,
 )
+from fairseq_adasoft.modules.precision import cpu_has_native_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +147,33 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         # Evaluation only (use_neural_cache): the cache and, per stream set, what it remembers.
         self.neural_cache: Optional[NeuralCache] = None
         self.cache_memory: Dict[str, CacheMemory] = {}
+        self._warned_slow_bf16 = False
         self._register_state_dict_hook(QRNNDecoder._save_carried)
         self._register_load_state_dict_pre_hook(QRNNDecoder._load_carried, with_module=True)
+
+    def _bf16_autocast(self, device: torch.device) -> bool:
+        """Whether --cpu-autocast-bf16 applies here. Training that way is refused
+        on a CPU without bf16 matmul instructions, where it would crawl."""
+        if not (self.cpu_autocast_bf16 and device.type == "cpu"):
+            return False
+        if not cpu_has_native_bf16():
+            capability = torch.backends.cpu.get_cpu_capability()
+            if self.training:
+                raise ValueError(
+                    f"--cpu-autocast-bf16: this CPU (torch capability {capability}) has no bf16 matmul "
+                    "instructions (AVX512-BF16 or AMX), and there torch's bf16 matmuls run several times "
+                    "slower than fp32 (benchmarks/results/cpu_bf16_avx2.json). Drop --cpu-autocast-bf16 "
+                    "to train in fp32, or train on a CPU that has them"
+                )
+            if not self._warned_slow_bf16:
+                self._warned_slow_bf16 = True
+                logger.warning(
+                    "this model was trained with --cpu-autocast-bf16, and this CPU (torch capability %s) "
+                    "has no bf16 matmul instructions: scoring will be several times slower than fp32. "
+                    "--model-overrides \"{'cpu_autocast_bf16': False}\" scores in fp32 instead (close to, "
+                    "not the same as, the bf16 figures)", capability,
+                )
+        return True
 
     def _stream_state(self, stream: Dict) -> Optional[List]:
         """This batch's rows of the state carried from the previous batch of its
@@ -241,7 +267,7 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         x = embedding_dropout(self.embed_tokens, prev_output_tokens, self.dropout_embed, self.training)
         x = x.transpose(0, 1)  # B x T x C -> T x B x C
         x = self.dropout_input(x)
-        autocast = self.cpu_autocast_bf16 and x.device.type == "cpu"
+        autocast = self._bf16_autocast(x.device)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             x, state = self.qrnn(x, state)  # T x B x C
         x = self.dropout_output(x.float() if autocast else x)
@@ -291,7 +317,7 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         if self.adaptive_softmax is not None:
             return features  # the adaptive softmax scores features directly
         # bf16 logits while training, as the adaptive softmax's; fairseq's log-softmax upcasts.
-        autocast = self.cpu_autocast_bf16 and self.training and features.device.type == "cpu"
+        autocast = self.training and self._bf16_autocast(features.device)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             return self.output_projection(features)  # B x T x V
 

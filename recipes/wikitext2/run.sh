@@ -35,12 +35,26 @@ phase() {  # phase NAME COMMAND...: run it and keep its wall time
   PHASES+=("$name=$((SECONDS - start))")
 }
 
-# 7 epochs end inside the hour at ~4.7k words/s; the hour guard stops a slower machine.
-export LR=${LR:-0.006} EPOCHS=${EPOCHS:-7} STOP_TIME_HOURS=${STOP_TIME_HOURS:-1.0}
-# What the tuning for the hour found worth its cost (README, "Best CPU model").
-MAIN_FLAGS=(--stateful-bptt --tie-adaptive-weights --cpu-autocast-bf16)
-
 phase setup bash "$ROOT/scripts/setup_env.sh"
+
+# What the tuning for the hour found worth its cost (README, "Best CPU model").
+MAIN_FLAGS=(--stateful-bptt --tie-adaptive-weights)
+# bf16 matmuls need AVX512-BF16 or AMX. Elsewhere torch runs them several times
+# slower than fp32 (benchmarks/results/cpu_bf16_avx2.json), so the model refuses
+# to train that way, and this recipe trains in fp32 for fewer epochs.
+NATIVE_BF16=$(cd "$ROOT" && .venv/bin/python -c "from fairseq_adasoft.modules.precision import cpu_has_native_bf16
+print(int(cpu_has_native_bf16()))")
+if [ "$NATIVE_BF16" = 1 ]; then
+  MAIN_FLAGS+=(--cpu-autocast-bf16)
+  FITTING_EPOCHS=7  # ~4.7k words/s in bf16 (wikitext2_main.json)
+else
+  FITTING_EPOCHS=__FP32_EPOCHS__  # __FP32_WPS__ words/s in fp32 on an AVX2 EPYC (cpu_bf16_avx2.json, "main_job_fp32")
+  echo "run: this CPU has no bf16 matmul instructions (AVX512-BF16 or AMX): training in fp32," \
+       "${EPOCHS:-$FITTING_EPOCHS} epochs; expect a higher perplexity than the recorded bf16 run" >&2
+fi
+# The hour guard stops a machine slower than the one these epochs were fitted on.
+export LR=${LR:-0.006} EPOCHS=${EPOCHS:-$FITTING_EPOCHS} STOP_TIME_HOURS=${STOP_TIME_HOURS:-1.0}
+
 phase prepare bash "$HERE/prepare.sh"
 phase train bash "$HERE/train.sh" "${MAIN_FLAGS[@]}"
 phase eval_valid env SUBSET=valid bash "$HERE/eval.sh"
