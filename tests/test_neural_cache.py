@@ -62,6 +62,22 @@ def test_mixture_is_a_distribution_and_keeps_the_model_where_nothing_is_remember
     torch.testing.assert_close(mixed[:, 5].exp(), expected)
 
 
+def test_mixing_at_the_remembered_words_only_equals_the_full_mixture():
+    """V = 11 words in streams of 23: every batch repeats words, and the second
+    batch reads a carried memory with padded stream ends."""
+    hidden, inputs = streams(3)
+    inputs[0, -4:] = PAD
+    cache = NeuralCache(size=6, theta=0.7, lam=0.3, pad=PAD)
+    memory = None
+    for lo, hi in ((0, 9), (9, L)):
+        weights, values, memory = cache.attend(hidden[:, lo:hi], inputs[:, lo:hi], memory)
+        assert all(row.unique().numel() < row.numel() for row in values)  # every stream repeats a word
+        model_lp = torch.log_softmax(torch.randn(B, hi - lo, V), dim=-1)
+        remembered = weights.sum(-1, keepdim=True) > 0
+        full = cache.mix(model_lp, cache.cache_probs(weights, values, V), remembered)
+        torch.testing.assert_close(cache.mixed_log_probs(model_lp, weights, values), full, rtol=0, atol=1e-6)
+
+
 def test_target_probs_equal_the_full_distribution_at_the_target():
     hidden, inputs = streams(2)
     cache = NeuralCache(size=6, theta=1.3, lam=0.1)

@@ -309,8 +309,7 @@ class QRNNDecoder(FairseqIncrementalDecoder):
                 f"cache read {tuple(weights.shape[:2])}): drop fairseq-eval-lm's --softmax-batch"
             )
         model_lp = super().get_normalized_probs(net_output, log_probs=True, sample=sample)  # B x T x V
-        cache_p = self.neural_cache.cache_probs(weights, values, model_lp.size(-1))  # B x T x V
-        mixed = self.neural_cache.mix(model_lp, cache_p, weights.sum(-1, keepdim=True) > 0)
+        mixed = self.neural_cache.mixed_log_probs(model_lp, weights, values)  # B x T x V
         return mixed if log_probs else mixed.exp()
 
     def output_layer(self, features: Tensor, **kwargs) -> Tensor:

@@ -87,6 +87,21 @@ class NeuralCache:
         """p_cache(target): B x T x K weights, B x K words, B x T targets -> B x T."""
         return (weights * values.unsqueeze(1).eq(target.unsqueeze(2))).sum(-1)
 
+    def mixed_log_probs(self, model_log_probs: Tensor, weights: Tensor, values: Tensor) -> Tensor:
+        """``mix`` over the whole vocabulary from ``attend``'s weights (B x T x K)
+        and words (B x K): B x T x V log-probabilities. The log of the sum is taken
+        only at the K remembered words; every other word's mixture is
+        log(1 - lambda) + log p_model, a shift (the full-vocabulary logaddexp cost
+        more than the model itself)."""
+        lp = model_log_probs.float()
+        B, T, K = weights.shape
+        remembered = weights.sum(-1, keepdim=True) > 0  # B x T x 1
+        index = values.unsqueeze(1).expand(B, T, K)  # B x T x K
+        cache_p = self.cache_probs(weights, values, lp.size(-1)).gather(2, index)  # B x T x K, repeats summed
+        at_words = self.mix(lp.gather(2, index), cache_p, remembered)  # B x T x K
+        shifted = torch.where(remembered, lp + math.log1p(-self.lam), lp)  # B x T x V
+        return shifted.scatter_(2, index, at_words)  # a repeated word writes one value each time
+
     def mix(self, model_log_probs: Tensor, cache_probs: Tensor, remembered: Tensor) -> Tensor:
         """log((1 - lambda) p_model + lambda p_cache) where the cache holds
         something (``remembered``, broadcastable), else log p_model."""

@@ -5,8 +5,10 @@
 # matmuls), evaluate it under three protocols (the last with a continuous cache
 # tuned on valid), record the result.
 #
-# Hardware: 2 CPU cores with bf16 instructions (AVX-512 BF16 or AMX; elsewhere
-#           --cpu-autocast-bf16 still works, more slowly); no GPU needed.
+# Hardware: 2 CPU cores with bf16 instructions (AVX-512 BF16 or AMX); no GPU
+#           needed. Elsewhere the model trains in fp32 for 3 epochs instead
+#           (bf16 takes 20-28x the fp32 time there; cpu_bf16_avx2.json), and
+#           its perplexity will be higher than the figures below.
 #           Expected: ~71 minutes in all: 51.8 min of training and four
 #           evaluations (3,459 s measured), then ~13 min for the cache (tuning,
 #           two evaluations); plus ~3 minutes building fairseq on a fresh

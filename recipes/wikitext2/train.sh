@@ -2,9 +2,11 @@
 # Train qrnn_lm on WikiText-2 with an adaptive (default) or full softmax.
 #
 # Hardware: 2 CPU cores: an epoch of the default qrnn_lm_wikitext2 (4 x 800)
-#           takes ~8 minutes with --cpu-autocast-bf16 (~4.7k words/s), of the
-#           seed's 4 x 300 ~5 minutes in fp32 (~7.7k words/s); a CUDA GPU is
-#           used with --fp16 when present.
+#           takes ~8 minutes with --cpu-autocast-bf16 (~4.7k words/s) on a
+#           CPU with bf16 instructions, ~16 minutes in fp32 (~2.1k words/s, an
+#           AVX2 CPU, where --cpu-autocast-bf16 is refused); of the seed's
+#           4 x 300 ~5 minutes in fp32 (~7.7k words/s); a CUDA GPU is used
+#           with --fp16 when present.
 # Result:   $SAVE_DIR/checkpoint_best.pt, tensorboard logs in $SAVE_DIR/tb,
 #           fairseq's JSON log in $SAVE_DIR/train.log. Skipped when
 #           $SAVE_DIR already holds a finished run with the same settings;
