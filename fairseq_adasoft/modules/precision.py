@@ -29,7 +29,7 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (x86: AVX512-BF16 or AMX).
 
     Without them torch's CPU bf16 matmuls fall back to slow code: on an
-    AVX2-only AMD EPYC they ran 7-500x slower than fp32
+    AVX2-only AMD EPYC they ran 22-31x slower than fp32
     (benchmarks/results/cpu_bf16_avx2.json). Other architectures cannot be
     probed here and count as capable."""
     if platform.machine().lower() not in ("x86_64", "amd64"):

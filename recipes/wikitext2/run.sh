@@ -7,7 +7,7 @@
 #
 # Hardware: 2 CPU cores with bf16 instructions (AVX-512 BF16 or AMX); no GPU
 #           needed. Elsewhere the model trains in fp32 for 3 epochs instead
-#           (bf16 takes 20-28x the fp32 time there; cpu_bf16_avx2.json), and
+#           (bf16 takes 22-31x the fp32 time there; cpu_bf16_avx2.json), and
 #           its perplexity will be higher than the figures below.
 #           Expected: ~71 minutes in all: 51.8 min of training and four
 #           evaluations (3,459 s measured), then ~13 min for the cache (tuning,
@@ -50,7 +50,7 @@ if [ "$NATIVE_BF16" = 1 ]; then
   MAIN_FLAGS+=(--cpu-autocast-bf16)
   FITTING_EPOCHS=7  # ~4.7k words/s in bf16 (wikitext2_main.json)
 else
-  FITTING_EPOCHS=__FP32_EPOCHS__  # __FP32_WPS__ words/s in fp32 on an AVX2 EPYC (cpu_bf16_avx2.json, "main_job_fp32")
+  FITTING_EPOCHS=3  # 1,037 s an epoch in fp32 on an AVX2 EPYC (wikitext2_tuning_fp32_avx2.json)
   echo "run: this CPU has no bf16 matmul instructions (AVX512-BF16 or AMX): training in fp32," \
        "${EPOCHS:-$FITTING_EPOCHS} epochs; expect a higher perplexity than the recorded bf16 run" >&2
 fi
