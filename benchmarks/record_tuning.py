@@ -25,6 +25,7 @@ SETTINGS = {
     "dropout": ("model", "dropout"),
     "cpu_autocast_bf16": ("model", "cpu_autocast_bf16"),
     "tie_adaptive_weights": ("model", "tie_adaptive_weights"),
+    "adaptive_softmax_div_value": ("model", "adaptive_softmax_div_value"),
     "stateful_bptt": ("task", "stateful_bptt"),
 }
 

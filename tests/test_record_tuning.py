@@ -15,7 +15,7 @@ def fake_run(path, lr, streams, valid_ppls):
         "dataset": {"batch_size": streams},
         "task": {"tokens_per_sample": 70, "stateful_bptt": True},
         "model": {"embed_dim": 400, "hidden_size": 800, "num_layers": 4, "dropout": 0.2,
-                  "cpu_autocast_bf16": True, "tie_adaptive_weights": True},
+                  "cpu_autocast_bf16": True, "tie_adaptive_weights": True, "adaptive_softmax_div_value": 4.0},
     }
     torch.save({"cfg": cfg}, path / "checkpoint_last.pt")
     lines = []
@@ -36,6 +36,7 @@ def test_tuning_runs_are_read_from_their_own_checkpoints_and_logs(tmp_path):
     fast = result["runs"]["fast"]
     assert fast["settings"]["lr"] == 0.004 and fast["settings"]["streams"] == 24
     assert fast["settings"]["stateful_bptt"] is True and fast["settings"]["hidden_size"] == 800
+    assert fast["settings"]["adaptive_softmax_div_value"] == 4.0
     assert fast["train"]["valid_ppl_per_epoch"] == [280.0, 240.5] and fast["train"]["epochs"] == 2
     assert result["best_valid"] == "fast"
 
