@@ -14,9 +14,9 @@
 #           two evaluations); plus ~3 minutes building fairseq on a fresh
 #           machine. Test perplexity ~124 (fairseq's blocks), ~119 (classic),
 #           ~89 (classic with the cache) (benchmarks/results/wikitext2_main*.json).
-#           QUICK=1: 150 updates, perplexity in the hundreds; ~20 minutes, as the
-#           evaluations and the cache tuning still read whole splits (7.2 min
-#           measured before the cache protocol, plus its ~13).
+#           QUICK=1: 150 updates, perplexity in the hundreds; ~23 minutes, as the
+#           evaluations and the cache tuning still read whole splits (1,362 s
+#           measured in fp32 on an AVX2 CPU, wikitext2_main_quick.json).
 # Result:   prints the validation and test perplexity; writes
 #           benchmarks/results/wikitext2_main[_quick].json (fairseq's blocks)
 #           and wikitext2_main[_quick]_protocols.json (all three protocols).
@@ -51,8 +51,8 @@ if [ "$NATIVE_BF16" = 1 ]; then
   FITTING_EPOCHS=7  # ~4.7k words/s in bf16 (wikitext2_main.json)
 else
   FITTING_EPOCHS=3  # 1,037 s an epoch in fp32 on an AVX2 EPYC (wikitext2_tuning_fp32_avx2.json)
-  echo "run: this CPU has no bf16 matmul instructions (AVX512-BF16 or AMX): training in fp32," \
-       "${EPOCHS:-$FITTING_EPOCHS} epochs; expect a higher perplexity than the recorded bf16 run" >&2
+  echo "run: this CPU has no bf16 matmul instructions (AVX512-BF16 or AMX): training in fp32;" \
+       "expect a higher perplexity than the recorded bf16 run" >&2
 fi
 # The hour guard stops a machine slower than the one these epochs were fitted on.
 export LR=${LR:-0.006} EPOCHS=${EPOCHS:-$FITTING_EPOCHS} STOP_TIME_HOURS=${STOP_TIME_HOURS:-1.0}
