@@ -7,8 +7,11 @@ Measures, at the seed experiment's sizes:
   * a 4-layer QRNN stack (windows 2/1/1/1) against a 4-layer nn.LSTM.
 
     python -m benchmarks.qrnn_layer [--cuda] [--bf16] [--repeats 5]
+        [--input-size C --hidden-size H --tag NAME]
 
 ``--bf16`` runs everything, the LSTM included, under CPU bf16 autocast.
+``--input-size``/``--hidden-size`` measure other sizes (the main job's first
+layer is 400 -> 800); ``--tag`` is appended to the results file's name.
 """
 
 import argparse
@@ -21,7 +24,7 @@ from benchmarks.common import write_result
 from fairseq_adasoft.modules import QRNN, QRNNLayer
 
 # The seed experiment: bptt 70, batch 48, 300 units (issue #3's measurements).
-T, B, H = 70, 48, 300
+T, B, SEED_UNITS = 70, 48, 300
 NUM_LAYERS = 4
 WARMUP = 3
 ITERS_PER_REPEAT = 10
@@ -78,16 +81,20 @@ def main():
     parser.add_argument("--cuda", action="store_true", help="measure on the GPU")
     parser.add_argument("--bf16", action="store_true", help="CPU bf16 autocast for every model")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--input-size", type=int, default=SEED_UNITS, help="features into each first layer (C)")
+    parser.add_argument("--hidden-size", type=int, default=SEED_UNITS, help="units of every layer (H)")
+    parser.add_argument("--tag", default="", help="suffix of the results file's name, e.g. avx2")
     args = parser.parse_args()
+    C, H = args.input_size, args.hidden_size
     if args.bf16 and args.cuda:
         raise ValueError("--bf16 measures CPU autocast; drop --cuda")
     device = torch.device("cuda" if args.cuda else "cpu")
     torch.manual_seed(0)
-    x = torch.randn(T, B, H, device=device, requires_grad=True)  # T x B x C
+    x = torch.randn(T, B, C, device=device, requires_grad=True)  # T x B x C
     results = {}
 
     for window in (2, 1):
-        layer = QRNNLayer(H, H, window=window).to(device)
+        layer = QRNNLayer(C, H, window=window).to(device)
         entry = {}
         for mode in ("linear", "conv"):
             layer.gate_op = mode
@@ -99,8 +106,8 @@ def main():
         entry["layer_vs_floor"] = entry[f"layer_{chosen}_ms"]["median"] / entry[f"floor_{chosen}_ms"]["median"]
         results[f"window{window}"] = entry
 
-    qrnn = QRNN(H, H, num_layers=NUM_LAYERS).to(device)
-    lstm = torch.nn.LSTM(H, H, num_layers=NUM_LAYERS).to(device)
+    qrnn = QRNN(C, H, num_layers=NUM_LAYERS).to(device)
+    lstm = torch.nn.LSTM(C, H, num_layers=NUM_LAYERS).to(device)
     stack = {"qrnn_ms": time_ms(fwd_bwd(qrnn, x), args.repeats, device, args.bf16),
              "lstm_ms": time_ms(fwd_bwd(lstm, x), args.repeats, device, args.bf16)}
     stack["qrnn_speedup_vs_lstm"] = stack["lstm_ms"]["median"] / stack["qrnn_ms"]["median"]
@@ -112,9 +119,15 @@ def main():
         f"stack_{GOAL_STACK_VS_LSTM}x_faster_than_lstm": stack["qrnn_speedup_vs_lstm"] >= GOAL_STACK_VS_LSTM,
     }
     name = "qrnn_layer_cuda" if args.cuda else "qrnn_layer_cpu_bf16" if args.bf16 else "qrnn_layer_cpu"
-    path = write_result(name, {"shape": {"T": T, "B": B, "H": H, "layers": NUM_LAYERS},
+    command = "python -m benchmarks.qrnn_layer" + " --cuda" * args.cuda + " --bf16" * args.bf16
+    if (C, H) != (SEED_UNITS, SEED_UNITS):
+        command += f" --input-size {C} --hidden-size {H}"
+    if args.tag:
+        name += f"_{args.tag}"
+        command += f" --tag {args.tag}"
+    path = write_result(name, {"shape": {"T": T, "B": B, "C": C, "H": H, "layers": NUM_LAYERS},
                                "results": results, "goals": goals},
-                        command="python -m benchmarks.qrnn_layer" + " --cuda" * args.cuda + " --bf16" * args.bf16)
+                        command=command)
     print(path)
     for key, entry in results.items():
         print(key, {k: (round(v["median"], 2) if isinstance(v, dict) else v) for k, v in entry.items()})

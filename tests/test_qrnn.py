@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from fairseq_adasoft.modules import QRNN, QRNNLayer, forget_mult_reference
+from fairseq_adasoft.modules import qrnn as qrnn_module
 
 T, B, C, H = 7, 3, 4, 6
 
@@ -35,6 +36,22 @@ def test_layer_matches_the_paper(window, gate_op):
     torch.testing.assert_close(h, manual_layer(layer, x, c0, prev_x))
     assert c_last.shape == (B, H)
     assert (x_last is None) == (window == 1)
+
+
+@pytest.mark.parametrize("capability, window, expected", [
+    ("AVX512", 2, "conv"), ("AVX512", 1, "linear"), ("AVX2", 2, "linear"), ("DEFAULT", 2, "linear"),
+])
+def test_auto_gate_op_follows_the_cpu(monkeypatch, capability, window, expected):
+    """oneDNN's conv1d gates pay only on AVX-512 CPUs (benchmarks/qrnn_layer.py)."""
+    qrnn_module.cpu_conv_gates_pay.cache_clear()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    try:
+        layer = QRNNLayer(C, H, window=window)
+        assert layer._resolved_gate_op(torch.zeros(T, B, C)) == expected
+        layer.gate_op = "conv" if expected == "linear" else "linear"  # an explicit choice wins
+        assert layer._resolved_gate_op(torch.zeros(T, B, C)) == layer.gate_op
+    finally:
+        qrnn_module.cpu_conv_gates_pay.cache_clear()
 
 
 def test_stack_carries_state_across_chunks():

@@ -14,6 +14,7 @@ elementwise fo-pooling recurrence (``forget_mult``) sequentially:
 (``T x B x C``), ``forward(input, hidden=None) -> (output, hidden)``.
 """
 
+import functools
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -29,6 +30,17 @@ LayerState = Tuple[Tensor, Optional[Tensor]]
 
 NUM_GATES_WITH_OUTPUT = 3  # Z, F, O
 NUM_GATES_WITHOUT_OUTPUT = 2  # Z, F
+# torch's CPU capability on which oneDNN's conv1d matched or beat the GEMM for
+# window-2 gates (benchmarks/results/qrnn_layer_cpu*.json). On AVX2 its
+# backward-weights kernel is slow and the GEMM is 1.2-1.4x faster per layer
+# (qrnn_layer_cpu_avx2*.json).
+CONV_GATES_CPU_CAPABILITY = "AVX512"
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_conv_gates_pay() -> bool:
+    """Whether window-2 gates run faster as oneDNN's conv1d on this CPU."""
+    return torch.backends.cpu.get_cpu_capability() == CONV_GATES_CPU_CAPABILITY
 
 
 class QRNNLayer(nn.Module):
@@ -79,9 +91,11 @@ class QRNNLayer(nn.Module):
     def _resolved_gate_op(self, x: Tensor) -> str:
         if self.gate_op != "auto":
             return self.gate_op
-        # Measured by benchmarks/qrnn_layer.py: on CPU oneDNN's conv1d beats a
-        # Linear over [x_{t-1}, x_t] for window 2; on CUDA the GEMM wins.
-        return "conv" if self.window == 2 and x.device.type == "cpu" else "linear"
+        # Measured by benchmarks/qrnn_layer.py: for window 2 on an AVX-512 CPU
+        # oneDNN's conv1d beats a Linear over [x_{t-1}, x_t]; on CUDA and on
+        # AVX2 CPUs the GEMM wins.
+        conv_pays = self.window == 2 and x.device.type == "cpu" and cpu_conv_gates_pay()
+        return "conv" if conv_pays else "linear"
 
     def _gates_linear(self, x: Tensor, prev_x: Optional[Tensor], weight: Tensor) -> Tensor:
         if self.window == 2:
