@@ -6,7 +6,7 @@
 # tuned on valid), record the result.
 #
 # Hardware: 2 CPU cores with bf16 instructions (AVX-512 BF16 or AMX); no GPU
-#           needed. Elsewhere the model trains in fp32 for 3 epochs instead
+#           needed. Elsewhere the model trains in fp32 for 4 epochs instead
 #           (bf16 takes 22-31x the fp32 time there; cpu_bf16_avx2.json), and
 #           its perplexity will be higher than the figures below.
 #           Expected: ~71 minutes in all: 51.8 min of training and four
@@ -18,15 +18,17 @@
 #           evaluations and the cache tuning still read whole splits (1,362 s
 #           measured in fp32 on an AVX2 CPU, wikitext2_main_quick.json).
 # Result:   prints the validation and test perplexity; writes
-#           benchmarks/results/wikitext2_main[_quick].json (fairseq's blocks)
-#           and wikitext2_main[_quick]_protocols.json (all three protocols).
+#           benchmarks/results/$NAME.json (fairseq's blocks) and
+#           $NAME_protocols.json (all three protocols); NAME defaults to
+#           wikitext2_main[_quick].
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/recipes/wikitext2
 QUICK=${QUICK:-0}
 export QUICK
-NAME=wikitext2_main$([ "$QUICK" = 1 ] && echo _quick || true)
+# NAME: the results files' name, e.g. to keep a run on other hardware beside the recorded one.
+NAME=${NAME:-wikitext2_main$([ "$QUICK" = 1 ] && echo _quick || true)}
 export SAVE_DIR=${SAVE_DIR:-$ROOT/checkpoints/$NAME}
 
 declare -a PHASES=()
@@ -50,7 +52,7 @@ if [ "$NATIVE_BF16" = 1 ]; then
   MAIN_FLAGS+=(--cpu-autocast-bf16)
   FITTING_EPOCHS=7  # ~4.7k words/s in bf16 (wikitext2_main.json)
 else
-  FITTING_EPOCHS=3  # 1,037 s an epoch in fp32 on an AVX2 EPYC (wikitext2_tuning_fp32_avx2.json)
+  FITTING_EPOCHS=4  # ~2.4k words/s in fp32 on an AVX2 EPYC with GEMM gates (qrnn_layer_cpu_avx2_main.json)
   echo "run: this CPU has no bf16 matmul instructions (AVX512-BF16 or AMX): training in fp32;" \
        "expect a higher perplexity than the recorded bf16 run" >&2
 fi
@@ -66,7 +68,7 @@ phase eval_classic env NAME="${NAME}_protocols" bash "$HERE/protocols.sh"
 cd "$ROOT"
 "$ROOT/.venv/bin/python" -m benchmarks.record_wikitext2_run \
   --name "$NAME" \
-  --command "QUICK=$QUICK bash recipes/wikitext2/run.sh" \
+  --command "QUICK=$QUICK NAME=$NAME bash recipes/wikitext2/run.sh" \
   --config "qrnn_lm_wikitext2 (embedding 400, 4 x 800 QRNN), ${MAIN_FLAGS[*]}, adaptive softmax [V/15, 3V/15] div 4, Adam lr $LR polynomial decay over $EPOCHS epochs of 48 streams x 70 tokens (see recipes/wikitext2/train.sh)" \
   --train-log "$SAVE_DIR/train.log" \
   --valid-log "$SAVE_DIR/eval_valid.log" \
