@@ -4,8 +4,10 @@ and the library versions, so each README figure can be traced to its run."""
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,6 +68,36 @@ def machine_info() -> dict:
     except ImportError:
         info["fairseq"] = None
     return info
+
+
+def spread(samples) -> dict:
+    """min/median/max of repeated measurements, the form every results file uses."""
+    return {"min": min(samples), "median": statistics.median(samples), "max": max(samples)}
+
+
+def time_ms(fn, repeats: int, warmup: int = 1, calls_per_repeat: int = 1, sync=None) -> dict:
+    """min/median/max milliseconds of one call of ``fn``.
+
+    ``sync`` waits for queued device work (``torch.cuda.synchronize``), so a
+    repeat times the computation and not just its launch.
+    """
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls_per_repeat):
+            fn()
+        sync()
+        samples.append(1000 * (time.perf_counter() - start) / calls_per_repeat)
+    return spread(samples)
+
+
+def tagged(name: str, command: str, tag: str):
+    """A results file's name and command with a benchmark's ``--tag`` appended."""
+    return (f"{name}_{tag}", f"{command} --tag {tag}") if tag else (name, command)
 
 
 def write_result(name: str, payload: dict, command: str = None) -> str:

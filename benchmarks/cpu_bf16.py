@@ -13,12 +13,10 @@ cpu_bf16_avx2.json, so machines of different kinds keep separate files.
 """
 
 import argparse
-import statistics
-import time
 
 import torch
 
-from benchmarks.common import write_result
+from benchmarks.common import time_ms, write_result
 from fairseq_adasoft.modules import QRNN
 from fairseq_adasoft.modules.precision import cpu_has_native_bf16
 
@@ -29,21 +27,13 @@ GATES = 3  # Z, F and O (Bradbury et al. 2016)
 WARMUP = 1
 
 
-def time_ms(step, repeats: int, bf16: bool) -> dict:
-    """min/median/max milliseconds of one forward+backward."""
+def fwd_bwd(step, bf16: bool):
+    """One forward (under bf16 autocast if asked) and backward of ``step``."""
     def run():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = step()
         out.float().sum().backward()
-
-    for _ in range(WARMUP):
-        run()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        samples.append(1000 * (time.perf_counter() - start))
-    return {"min": min(samples), "median": statistics.median(samples), "max": max(samples)}
+    return run
 
 
 def main():
@@ -60,8 +50,8 @@ def main():
 
     results = {}
     for name, step in (("gate_gemm", lambda: gate(gate_input)), ("qrnn_stack", lambda: stack(stack_input)[0])):
-        fp32 = time_ms(step, args.repeats, bf16=False)
-        bf16 = time_ms(step, args.repeats, bf16=True)
+        fp32 = time_ms(fwd_bwd(step, bf16=False), args.repeats, WARMUP)
+        bf16 = time_ms(fwd_bwd(step, bf16=True), args.repeats, WARMUP)
         results[name] = {"fp32_ms": fp32, "bf16_ms": bf16, "bf16_vs_fp32": bf16["median"] / fp32["median"]}
         print(f"{name}: fp32 {fp32['median']:.1f} ms, bf16 {bf16['median']:.1f} ms "
               f"(bf16 takes {results[name]['bf16_vs_fp32']:.2f}x the fp32 time)")

@@ -4,18 +4,20 @@ Four setups at the same sizes and data, each a real `fairseq-train` run:
 qrnn_lm + adaptive softmax, qrnn_lm + full softmax, fairseq's lstm_lm +
 adaptive_loss (which needs --ddp-backend legacy_ddp) and lstm_lm + cross_entropy.
 
-    python -m benchmarks.lm_throughput [--updates 60]
+    python -m benchmarks.lm_throughput [--updates 60] [--tag NAME]
+
+``--tag`` is appended to the results file's name, e.g. to keep another
+machine's figures (``--tag avx2``) beside the recorded ones.
 
 Needs recipes/wikitext2/prepare.sh to have run (data-bin/wikitext-2).
 """
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 
-from benchmarks.common import ROOT, write_result
+from benchmarks.common import ROOT, spread, tagged, write_result
 from fairseq_adasoft.logs import json_records
 
 DATA = os.path.join(ROOT, "data-bin", "wikitext-2")
@@ -52,12 +54,13 @@ def run(name, args, updates):
     wps = [float(rec["wps"]) for rec in json_records((out.stdout + out.stderr).splitlines()) if "wps" in rec]
     wps = wps[SKIP_INTERVALS:]
     return {"command": " ".join(cmd[1:]), "wps_per_interval": wps,
-            "wps": {"min": min(wps), "median": statistics.median(wps), "max": max(wps)}}
+            "wps": spread(wps)}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--updates", type=int, default=60, help="updates per setup (log every 10)")
+    parser.add_argument("--tag", default="", help="suffix of the results file's name, e.g. avx2")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(DATA, "dict.txt")):
         raise ValueError(f"{DATA} is missing: run recipes/wikitext2/prepare.sh first")
@@ -73,11 +76,12 @@ def main():
     }
     goals = {"qrnn_lm+adaptive >= 1.5x lstm_lm+adaptive_loss words/s": ratios["qrnn_adaptive_vs_lstm_adaptive"] >= 1.5}
     print(ratios, goals)
-    print(write_result("lm_throughput", {
+    name, command = tagged("lm_throughput", f"python -m benchmarks.lm_throughput --updates {args.updates}", args.tag)
+    print(write_result(name, {
         "settings": {"size": SIZE, "layers": LAYERS, "cutoffs": CUTOFFS, "tokens_per_update": 48 * 70,
                      "updates": args.updates, "skipped_intervals": SKIP_INTERVALS},
         "results": results, "ratios": ratios, "goals": goals,
-    }, command=f"python -m benchmarks.lm_throughput --updates {args.updates}"))
+    }, command=command))
 
 
 if __name__ == "__main__":

@@ -15,12 +15,10 @@ layer is 400 -> 800); ``--tag`` is appended to the results file's name.
 """
 
 import argparse
-import statistics
-import time
 
 import torch
 
-from benchmarks.common import write_result
+from benchmarks import common
 from fairseq_adasoft.modules import QRNN, QRNNLayer
 
 # The seed experiment: bptt 70, batch 48, 300 units (issue #3's measurements).
@@ -34,7 +32,6 @@ GOAL_STACK_VS_LSTM = 2.0
 
 def time_ms(fn, repeats, device, bf16=False):
     """min/median/max milliseconds of one call, over repeats of ITERS_PER_REPEAT calls."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if bf16:
         plain = fn
 
@@ -42,17 +39,8 @@ def time_ms(fn, repeats, device, bf16=False):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 plain()
 
-    for _ in range(WARMUP):
-        fn()
-    sync()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(ITERS_PER_REPEAT):
-            fn()
-        sync()
-        samples.append(1000 * (time.perf_counter() - start) / ITERS_PER_REPEAT)
-    return {"min": min(samples), "median": statistics.median(samples), "max": max(samples)}
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    return common.time_ms(fn, repeats, WARMUP, ITERS_PER_REPEAT, sync)
 
 
 def fwd_bwd(module, x):
@@ -122,12 +110,10 @@ def main():
     command = "python -m benchmarks.qrnn_layer" + " --cuda" * args.cuda + " --bf16" * args.bf16
     if (C, H) != (SEED_UNITS, SEED_UNITS):
         command += f" --input-size {C} --hidden-size {H}"
-    if args.tag:
-        name += f"_{args.tag}"
-        command += f" --tag {args.tag}"
-    path = write_result(name, {"shape": {"T": T, "B": B, "C": C, "H": H, "layers": NUM_LAYERS},
-                               "results": results, "goals": goals},
-                        command=command)
+    name, command = common.tagged(name, command, args.tag)
+    path = common.write_result(name, {"shape": {"T": T, "B": B, "C": C, "H": H, "layers": NUM_LAYERS},
+                                      "results": results, "goals": goals},
+                               command=command)
     print(path)
     for key, entry in results.items():
         print(key, {k: (round(v["median"], 2) if isinstance(v, dict) else v) for k, v in entry.items()})

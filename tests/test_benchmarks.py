@@ -1,0 +1,44 @@
+"""The timing helpers behind the results files, and the QRNN benchmark at toy sizes."""
+
+import json
+import time
+
+import torch
+
+from benchmarks import common, qrnn_layer
+
+SLEEP_S = 0.002  # long enough to dominate a call's own overhead
+
+
+def test_time_ms_reports_the_time_of_one_call_and_waits_for_the_device():
+    calls, syncs = [], []
+
+    def call():
+        calls.append(1)
+        time.sleep(SLEEP_S)
+
+    result = common.time_ms(call, repeats=3, warmup=2, calls_per_repeat=2, sync=lambda: syncs.append(1))
+    assert len(calls) == 2 + 3 * 2  # warm-up, then every repeat's calls
+    assert len(syncs) == 1 + 3  # after the warm-up and after each repeat
+    assert 1000 * SLEEP_S <= result["min"] <= result["median"] <= result["max"]  # each call sleeps SLEEP_S
+    assert common.spread([3.0, 1.0, 2.0]) == {"min": 1.0, "median": 2.0, "max": 3.0}
+
+
+def test_qrnn_layer_benchmark_records_sizes_tag_and_choice(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path))
+    for name, value in (("T", 5), ("B", 3), ("WARMUP", 1), ("ITERS_PER_REPEAT", 1)):
+        monkeypatch.setattr(qrnn_layer, name, value)
+    monkeypatch.setattr("sys.argv", ["qrnn_layer", "--repeats", "2", "--input-size", "8", "--hidden-size", "16",
+                                     "--tag", "toy"])
+    qrnn_layer.main()
+    result = json.loads((tmp_path / "qrnn_layer_cpu_toy.json").read_text())
+    assert result["command"] == "python -m benchmarks.qrnn_layer --input-size 8 --hidden-size 16 --tag toy"
+    assert result["shape"] == {"T": 5, "B": 3, "C": 8, "H": 16, "layers": qrnn_layer.NUM_LAYERS}
+    x = torch.zeros(5, 3, 8)
+    for window in (1, 2):
+        entry = result["results"][f"window{window}"]
+        assert entry["auto_picks"] == qrnn_layer.QRNNLayer(8, 16, window=window)._resolved_gate_op(x)
+        chosen = entry["auto_picks"]
+        assert entry["layer_vs_floor"] == entry[f"layer_{chosen}_ms"]["median"] / entry[f"floor_{chosen}_ms"]["median"]
+    stack = result["results"]["stack"]
+    assert stack["qrnn_speedup_vs_lstm"] == stack["lstm_ms"]["median"] / stack["qrnn_ms"]["median"]
