@@ -3,8 +3,9 @@
 #
 # Hardware: 2 CPU cores: an epoch of the default qrnn_lm_wikitext2 (4 x 800)
 #           takes ~8 minutes with --cpu-autocast-bf16 (~4.7k words/s) on a
-#           CPU with bf16 instructions, ~16 minutes in fp32 (~2.1k words/s, an
-#           AVX2 CPU, where --cpu-autocast-bf16 is refused); of the seed's
+#           CPU with bf16 instructions, ~15-18 minutes in fp32 (~2.0-2.3k
+#           words/s on an AVX2 CPU, where --cpu-autocast-bf16 is refused;
+#           wikitext2_main_fp32_avx2.json); of the seed's
 #           4 x 300 ~5 minutes in fp32 (~7.7k words/s); a CUDA GPU is used
 #           with --fp16 when present.
 # Result:   $SAVE_DIR/checkpoint_best.pt, tensorboard logs in $SAVE_DIR/tb,
