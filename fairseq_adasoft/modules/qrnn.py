@@ -32,8 +32,8 @@ NUM_GATES_WITH_OUTPUT = 3  # Z, F, O
 NUM_GATES_WITHOUT_OUTPUT = 2  # Z, F
 # torch's CPU capability on which oneDNN's conv1d matched or beat the GEMM for
 # window-2 gates (benchmarks/results/qrnn_layer_cpu*.json). On AVX2 its
-# backward-weights kernel is slow and the GEMM is 1.2-1.4x faster per layer
-# (qrnn_layer_cpu_avx2*.json).
+# backward-weights kernel is slow, and a window-2 layer with GEMM gates is
+# 1.08x (300 units) to 1.71x (400 -> 800) faster (qrnn_layer_cpu_avx2*.json).
 CONV_GATES_CPU_CAPABILITY = "AVX512"
 
 
