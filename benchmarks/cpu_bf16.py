@@ -18,7 +18,6 @@ import torch
 
 from benchmarks.common import time_ms, write_result
 from fairseq_adasoft.modules import QRNN
-from fairseq_adasoft.modules.precision import cpu_has_native_bf16
 
 # The main job: 48 streams x 70 tokens, embedding 400, 4 x 800 QRNN (qrnn_lm_wikitext2).
 T, B, EMBED, HIDDEN, LAYERS = 70, 48, 400, 800, 4
@@ -58,11 +57,9 @@ def main():
     for precision in ("fp32", "bf16"):
         results["gate_gemm"][f"{precision}_gflops"] = gate_flops / results["gate_gemm"][f"{precision}_ms"]["median"] / 1e6
 
-    capability = torch.backends.cpu.get_cpu_capability()
-    path = write_result(f"cpu_bf16_{capability.lower()}", {
+    # The file is named by the CPU kind; "machine" records the capability and bf16 support.
+    path = write_result(f"cpu_bf16_{torch.backends.cpu.get_cpu_capability().lower()}", {
         "shape": {"T": T, "B": B, "embed": EMBED, "hidden": HIDDEN, "layers": LAYERS},
-        "cpu_capability": capability,
-        "native_bf16": cpu_has_native_bf16(),
         "results": results,
     })
     print(f"wrote {path}")

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from conftest import ROOT, run
+from fairseq_adasoft.logs import json_records
 
 PREPARE = os.path.join(ROOT, "recipes", "wikitext2", "prepare.sh")
+TRAIN_SH = os.path.join(ROOT, "recipes", "wikitext2", "train.sh")
 
 
 def test_prepare_names_an_incomplete_wikitext2_dir(tmp_path):
@@ -34,6 +36,35 @@ def test_prepare_skips_prepared_data(tmp_path):
     (tmp_path / "bin" / ".prepared").write_text("raw=somewhere dict_size=33276\n")
     _, out = run(["bash", PREPARE], env={"DATA_BIN": str(tmp_path / "bin")})
     assert "already prepared" in out
+
+
+def test_train_names_a_data_bin_without_a_train_split(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "dict.txt").write_text("w000 5\n")
+    code, out = run(["bash", TRAIN_SH], env={"DATA_BIN": str(tmp_path / "bin"), "SAVE_DIR": str(tmp_path / "ckpt")},
+                    check=False)
+    assert code != 0
+    assert f"{tmp_path / 'bin' / 'train'}.bin/.idx not found: set DATA_BIN" in out
+    assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.slow
+def test_train_sizes_its_epochs_from_the_data_bin(tiny_corpus, data_bin, tmp_path):
+    """EPOCHS=2 is two passes over DATA_BIN's own train split, not WikiText-2's,
+    and the lr schedule ends with them."""
+    lines = (tiny_corpus / "train.txt").read_text().splitlines()
+    tokens = sum(len(line.split()) + 1 for line in lines)  # fairseq-preprocess adds one end-of-line token per line
+    batch, block = 4, 16
+    per_epoch = -(-tokens // (batch * block))
+    env = {"DATA_BIN": str(data_bin), "SAVE_DIR": str(tmp_path / "ckpt"), "EPOCHS": "2",
+           "BATCH_SIZE": str(batch), "TOKENS_PER_SAMPLE": str(block)}
+    run(["bash", TRAIN_SH, "--stateful-bptt", "--embed-dim", "16", "--hidden-size", "16",
+         "--num-workers", "0", "--data-buffer-size", "0"], env=env)
+    log = (tmp_path / "ckpt" / "train.log").read_text().splitlines()
+    updates = {rec["epoch"]: int(rec["train_num_updates"]) for rec in json_records(log) if "train_num_updates" in rec}
+    assert updates == {1: per_epoch, 2: 2 * per_epoch}
+    cfg = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", weights_only=False)["cfg"]
+    assert cfg["optimization"]["max_update"] == cfg["lr_scheduler"]["total_num_update"] == 2 * per_epoch
 
 
 @pytest.mark.slow

@@ -3,9 +3,9 @@
 #
 # Hardware: 2 CPU cores: an epoch of the default qrnn_lm_wikitext2 (4 x 800)
 #           takes ~8 minutes with --cpu-autocast-bf16 (~4.7k words/s) on a
-#           CPU with bf16 instructions, ~15-18 minutes in fp32 (~2.0-2.3k
+#           CPU with bf16 instructions, ~15-18 minutes in fp32 (~1.95-2.36k
 #           words/s on an AVX2 CPU, where --cpu-autocast-bf16 is refused;
-#           wikitext2_main_fp32_avx2.json); of the seed's
+#           wikitext2_main_fp32_avx2{,_3ep}.json); of the seed's
 #           4 x 300 ~5 minutes in fp32 (~7.7k words/s); a CUDA GPU is used
 #           with --fp16 when present.
 # Result:   $SAVE_DIR/checkpoint_best.pt, tensorboard logs in $SAVE_DIR/tb,
@@ -15,9 +15,9 @@
 #
 # Knobs (environment): SOFTMAX=adaptive|full, OPTIMIZER=adam|seed (the seed's
 # SGD with Nesterov momentum), LR (Adam's peak learning rate, default 0.002),
-# NPROC (DDP processes, via torchrun), EPOCHS, ARCH, SAVE_DIR, DATA_BIN,
-# STOP_TIME_HOURS, QUICK=1 (a few minutes), and any extra fairseq-train flags
-# as arguments.
+# NPROC (DDP processes, via torchrun), EPOCHS (passes over DATA_BIN's train
+# split) or MAX_UPDATE, ARCH, SAVE_DIR, DATA_BIN, STOP_TIME_HOURS, QUICK=1 (a
+# few minutes), and any extra fairseq-train flags as arguments.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -31,8 +31,6 @@ SAVE_DIR=${SAVE_DIR:-$ROOT/checkpoints/wikitext2-$ARCH-$SOFTMAX$([ "$QUICK" = 1 
 # Seed experiment batching: 48 streams of 70-token blocks (3,360 tokens per update).
 BATCH_SIZE=${BATCH_SIZE:-48}
 TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-70}
-TRAIN_TOKENS=2088628  # WikiText-2's training split with one end-of-line token per line
-UPDATES_PER_EPOCH=$(( (TRAIN_TOKENS + BATCH_SIZE * TOKENS_PER_SAMPLE - 1) / (BATCH_SIZE * TOKENS_PER_SAMPLE) ))
 EPOCHS=${EPOCHS:-6}
 # Wall-clock guard so the 60-minute main job cannot overrun on a slow machine.
 STOP_TIME_HOURS=${STOP_TIME_HOURS:-0.6}
@@ -52,7 +50,23 @@ if [ "$QUICK" = 1 ]; then
   MAX_UPDATE=${MAX_UPDATE:-150}
   EXTRA_LIMITS=(--max-valid-steps 20)
 else
-  MAX_UPDATE=${MAX_UPDATE:-$((EPOCHS * UPDATES_PER_EPOCH / NPROC))}
+  if [ -z "${MAX_UPDATE:-}" ]; then
+    # The schedule's length comes from DATA_BIN's own train split, so another
+    # corpus or tokenization (spm.sh's subwords) gets EPOCHS real epochs.
+    # fairseq-preprocess adds one end-of-line token per line: 2,088,628 tokens
+    # for WikiText-2's words.
+    TRAIN_TOKENS=$("$VENV_BIN/python" - "$DATA_BIN/train" <<'EOF'
+import sys
+from fairseq.data import data_utils
+train = data_utils.load_indexed_dataset(sys.argv[1])
+if train is None:
+    sys.exit(f"train: {sys.argv[1]}.bin/.idx not found: set DATA_BIN to a fairseq-preprocess --destdir with a train split")
+print(int(train.sizes.sum()))
+EOF
+    )
+    UPDATES_PER_EPOCH=$(( (TRAIN_TOKENS + BATCH_SIZE * TOKENS_PER_SAMPLE - 1) / (BATCH_SIZE * TOKENS_PER_SAMPLE) ))
+    MAX_UPDATE=$((EPOCHS * UPDATES_PER_EPOCH / NPROC))
+  fi
   EXTRA_LIMITS=()
 fi
 
