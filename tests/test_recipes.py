@@ -38,13 +38,21 @@ def test_prepare_skips_prepared_data(tmp_path):
     assert "already prepared" in out
 
 
-def test_train_names_a_data_bin_without_a_train_split(tmp_path):
+@pytest.mark.parametrize("split_files, error", [
+    ((), "no training split at {train}.{{bin,idx}}"),
+    (("train.bin", "train.idx"), "the training split {train} is empty"),
+])
+def test_train_names_a_data_bin_without_a_usable_train_split(tmp_path, split_files, error):
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "dict.txt").write_text("w000 5\n")
+    for name in split_files:
+        (tmp_path / "bin" / name).write_bytes(b"")
     code, out = run(["bash", TRAIN_SH], env={"DATA_BIN": str(tmp_path / "bin"), "SAVE_DIR": str(tmp_path / "ckpt")},
                     check=False)
     assert code != 0
-    assert f"{tmp_path / 'bin' / 'train'}.bin/.idx not found: set DATA_BIN" in out
+    assert "train: " + error.format(train=tmp_path / "bin" / "train") in out
+    assert f"DATA_BIN={tmp_path / 'bin'} must be a fairseq-preprocess --destdir with a train split" in out
+    assert "Traceback" not in out
     assert not (tmp_path / "ckpt").exists()
 
 

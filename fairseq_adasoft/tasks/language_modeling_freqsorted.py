@@ -102,15 +102,25 @@ class RemapTokensDataset(BaseWrapperDataset):
         return item
 
 
-def train_token_counts(data: str, dictionary, dataset_impl=None) -> np.ndarray:
-    """How often each dictionary id occurs in the binarized training split."""
+def _empty_train_split(path: str) -> ValueError:
+    return ValueError(f"the training split {path} is empty: give fairseq-preprocess a non-empty --trainpref")
+
+
+def train_split(data: str, dictionary, dataset_impl=None):
+    """The binarized training split under ``data`` (recipes/wikitext2/train.sh
+    sizes its epochs from it); a ValueError says what is missing."""
     path = os.path.join(utils.split_paths(data)[0], "train")
-    empty = ValueError(f"the training split {path} is empty: give fairseq-preprocess a non-empty --trainpref")
     if os.path.isfile(path + ".bin") and os.path.getsize(path + ".bin") == 0:
-        raise empty  # fairseq's mmap reader would only say "cannot mmap an empty file"
+        raise _empty_train_split(path)  # fairseq's mmap reader would only say "cannot mmap an empty file"
     dataset = data_utils.load_indexed_dataset(path, dictionary, dataset_impl)
     if dataset is None:
         raise ValueError(f"no training split at {path}.{{bin,idx}}: run fairseq-preprocess with --trainpref")
+    return dataset
+
+
+def train_token_counts(data: str, dictionary, dataset_impl=None) -> np.ndarray:
+    """How often each dictionary id occurs in the binarized training split."""
+    dataset = train_split(data, dictionary, dataset_impl)
     # One bincount per chunk of ~COUNT_CHUNK_TOKENS tokens, not per line: a
     # V-sized bincount per line would cost lines x V (WikiText-103: 1.8M x 267k).
     counts = np.zeros(len(dictionary), dtype=np.int64)
@@ -122,7 +132,7 @@ def train_token_counts(data: str, dictionary, dataset_impl=None) -> np.ndarray:
             counts += np.bincount(np.concatenate(chunk), minlength=len(dictionary))
             chunk, chunk_tokens = [], 0
     if counts.sum() == 0:
-        raise empty
+        raise _empty_train_split(os.path.join(utils.split_paths(data)[0], "train"))
     return counts
 
 

@@ -54,14 +54,17 @@ else
     # The schedule's length comes from DATA_BIN's own train split, so another
     # corpus or tokenization (spm.sh's subwords) gets EPOCHS real epochs.
     # fairseq-preprocess adds one end-of-line token per line: 2,088,628 tokens
-    # for WikiText-2's words.
-    TRAIN_TOKENS=$("$VENV_BIN/python" - "$DATA_BIN/train" <<'EOF'
+    # for WikiText-2's words. The task's own reader names a missing or empty split.
+    TRAIN_TOKENS=$(cd "$ROOT" && "$VENV_BIN/python" - "$DATA_BIN" <<'EOF'
 import sys
-from fairseq.data import data_utils
-train = data_utils.load_indexed_dataset(sys.argv[1])
-if train is None:
-    sys.exit(f"train: {sys.argv[1]}.bin/.idx not found: set DATA_BIN to a fairseq-preprocess --destdir with a train split")
-print(int(train.sizes.sum()))
+from fairseq.data import Dictionary
+from fairseq_adasoft.tasks.language_modeling_freqsorted import train_split
+data = sys.argv[1]
+try:
+    train = train_split(data, Dictionary.load(f"{data}/dict.txt"))
+    print(int(train.sizes.sum()))  # sizes views train's mmap: keep train alive while it is read
+except ValueError as e:
+    sys.exit(f"train: {e}; DATA_BIN={data} must be a fairseq-preprocess --destdir with a train split")
 EOF
     )
     UPDATES_PER_EPOCH=$(( (TRAIN_TOKENS + BATCH_SIZE * TOKENS_PER_SAMPLE - 1) / (BATCH_SIZE * TOKENS_PER_SAMPLE) ))
