@@ -1,8 +1,9 @@
 """fairseq_adasoft: QRNN language models with an adaptive softmax for fairseq.
 
 Importing the package registers, with fairseq's registries, the ``qrnn_lm``
-architecture family, the ``adaptive_softmax`` criterion and the
-``language_modeling_freqsorted`` task (``--user-dir`` does this import).
+architecture family, the ``adaptive_softmax`` criterion, the
+``language_modeling_freqsorted`` task and the ``timed_polynomial_decay``
+learning-rate schedule (``--user-dir`` does this import).
 ``fairseq_adasoft.modules`` needs torch alone, so without fairseq installed
 the package imports with nothing to register.
 """
@@ -12,4 +13,4 @@ import importlib.util
 __version__ = "0.1.0"
 
 if importlib.util.find_spec("fairseq") is not None:
-    from . import criterions, models, tasks  # noqa: F401
+    from . import criterions, lr_schedulers, models, tasks  # noqa: F401

@@ -75,6 +75,39 @@ def test_train_sizes_its_epochs_from_the_data_bin(tiny_corpus, data_bin, tmp_pat
     assert cfg["optimization"]["max_update"] == cfg["lr_scheduler"]["total_num_update"] == 2 * per_epoch
 
 
+@pytest.mark.parametrize("env, error", [
+    ({"SCHEDULE": "hours"}, "SCHEDULE must be 'epochs' or 'time', got 'hours'"),
+    ({"SCHEDULE": "time", "OPTIMIZER": "seed"},
+     "SCHEDULE=time decays Adam's learning rate; OPTIMIZER=seed keeps a fixed one: set OPTIMIZER=adam or SCHEDULE=epochs"),
+    ({"SCHEDULE": "time", "STOP_TIME_HOURS": "0"},
+     "SCHEDULE=time decays the learning rate over STOP_TIME_HOURS, got '0': set it to the hours of training wanted"),
+])
+def test_train_names_a_bad_schedule(data_bin, tmp_path, env, error):
+    code, out = run(["bash", TRAIN_SH], env={"DATA_BIN": str(data_bin), "SAVE_DIR": str(tmp_path / "ckpt"), **env},
+                    check=False)
+    assert code != 0 and "train: " + error in out
+    assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.slow
+def test_train_schedules_by_time(data_bin, tmp_path):
+    """SCHEDULE=time: no update limit, the learning rate decays over
+    STOP_TIME_HOURS and the guard ends training; a rerun is skipped."""
+    hours = 15 / 3600
+    env = {"DATA_BIN": str(data_bin), "SAVE_DIR": str(tmp_path / "ckpt"), "SCHEDULE": "time",
+           "STOP_TIME_HOURS": str(hours), "BATCH_SIZE": "4", "TOKENS_PER_SAMPLE": "16"}
+    flags = ["--embed-dim", "16", "--hidden-size", "16", "--num-workers", "0", "--data-buffer-size", "0"]
+    _, out = run(["bash", TRAIN_SH, *flags], env=env)
+    assert "Stopping training due to cumulative_training_time" in out
+    state = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", weights_only=False)
+    assert state["cfg"]["optimization"]["max_update"] == 0
+    assert state["cfg"]["lr_scheduler"]["_name"] == "timed_polynomial_decay"
+    assert state["cfg"]["lr_scheduler"]["time_budget_hours"] == hours
+    assert "schedule=time hours=" in (tmp_path / "ckpt" / ".finished").read_text()
+    _, out = run(["bash", TRAIN_SH, *flags], env=env)
+    assert "already holds a finished run" in out
+
+
 @pytest.mark.slow
 def test_sentencepiece_recipe_trains_through_the_resort(tiny_corpus, tmp_path):
     raw = tmp_path / "raw"

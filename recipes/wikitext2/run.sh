@@ -6,16 +6,19 @@
 # tuned on valid), record the result.
 #
 # Hardware: 2 CPU cores with bf16 instructions (AVX-512 BF16 or AMX); no GPU
-#           needed. Elsewhere the model trains in fp32 for 3 epochs instead
-#           (bf16 takes 22-31x the fp32 time there; cpu_bf16_avx2.json), and
-#           its perplexity is higher: on an AVX2 EPYC, 46.5 min of training,
-#           test ~140 (classic), ~104 with the cache, ~64 minutes in all
-#           (wikitext2_main_fp32_avx2_3ep*.json).
-#           Expected: ~71 minutes in all: 51.8 min of training and four
-#           evaluations (3,459 s measured), then ~13 min for the cache (tuning,
-#           two evaluations); plus ~3 minutes building fairseq on a fresh
-#           machine. Test perplexity ~124 (fairseq's blocks), ~119 (classic),
-#           ~89 (classic with the cache) (benchmarks/results/wikitext2_main*.json).
+#           needed. Elsewhere the model trains in fp32 (bf16 takes 22-31x the
+#           fp32 time there; cpu_bf16_avx2.json), and its perplexity is higher.
+# Schedule: the learning rate decays over 0.98 hours of training, however many
+#           updates this machine fits in them (SCHEDULE=time in train.sh), and
+#           the hour guard ends training as it ends. EPOCHS=N decays over N
+#           epochs instead: the recorded bf16 run used EPOCHS=7, 51.8 min of
+#           training; on an AVX2 EPYC EPOCHS=3 took 46.5 min.
+#           Expected: ~59 min of training, ~17 min of evaluation (four
+#           protocols' evaluations and the cache tuning), plus ~3 minutes
+#           building fairseq on a fresh machine. Test perplexity with EPOCHS=7
+#           on bf16: ~124 (fairseq's blocks), ~119 (classic), ~89 (classic with
+#           the cache) (wikitext2_main*.json); with EPOCHS=3 in fp32 on AVX2:
+#           ~145, ~140, ~104 (wikitext2_main_fp32_avx2_3ep*.json).
 #           QUICK=1: 150 updates, perplexity in the hundreds; ~23 minutes, as the
 #           evaluations and the cache tuning still read whole splits (1,362 s
 #           measured in fp32 on an AVX2 CPU, wikitext2_main_quick.json).
@@ -52,21 +55,29 @@ NATIVE_BF16=$(cd "$ROOT" && .venv/bin/python -c "from fairseq_adasoft.modules.pr
 print(int(cpu_has_native_bf16()))")
 if [ "$NATIVE_BF16" = 1 ]; then
   MAIN_FLAGS+=(--cpu-autocast-bf16)
-  FITTING_EPOCHS=7  # ~4.7k words/s in bf16 (wikitext2_main.json)
 else
-  # 1.95-2.36k words/s per epoch in fp32 on AVX2 EPYCs. 3 epochs took 46.5 min there and
-  # scored as well as 4 epochs cut by the hour guard at 89% of their schedule
-  # (wikitext2_main_fp32_avx2{_3ep,}.json); a machine 20% slower still ends them before the guard.
-  FITTING_EPOCHS=3
   echo "run: this CPU has no bf16 matmul instructions (AVX512-BF16 or AMX): training in fp32;" \
        "expect a higher perplexity than the recorded bf16 run" >&2
 fi
-# The hour guard stops a machine slower than the one these epochs were fitted on.
-# fairseq checks it after an update, then still validates and saves: 1.0 h let
-# training end 21 s (bf16) and 40 s (fp32) past the hour (wikitext2_main_lr008_8ep.json,
-# wikitext2_main_fp32_avx2.json), so the guard leaves 72 s for that.
+# fairseq checks the hour guard after an update, then still validates and saves:
+# 1.0 h let training end 21 s (bf16) and 40 s (fp32) past the hour
+# (wikitext2_main_lr008_8ep.json, wikitext2_main_fp32_avx2.json), so the guard leaves 72 s for that.
 HOUR_GUARD_HOURS=0.98
-export LR=${LR:-0.006} EPOCHS=${EPOCHS:-$FITTING_EPOCHS} STOP_TIME_HOURS=${STOP_TIME_HOURS:-$HOUR_GUARD_HOURS}
+export LR=${LR:-0.006} STOP_TIME_HOURS=${STOP_TIME_HOURS:-$HOUR_GUARD_HOURS}
+# The learning rate decays over the guard's hours, however many epochs this machine fits
+# in them (SCHEDULE=time): a fixed epoch count left 8 min of the hour unused on the fastest
+# bf16 machine, 13 on the fastest AVX2 one, and was cut short on slower ones
+# (wikitext2_main{,_fp32_avx2_3ep,_fp32_avx2}.json). EPOCHS=N schedules N epochs instead, as
+# the recorded bf16 run (EPOCHS=7) did; QUICK=1 runs 150 updates.
+if [ -n "${EPOCHS:-}" ] || [ "$QUICK" = 1 ]; then
+  export SCHEDULE=epochs EPOCHS=${EPOCHS:-1}
+  SCHEDULE_TEXT=$([ "$QUICK" = 1 ] && echo "${MAX_UPDATE:-150} updates" || echo "$EPOCHS epochs")
+  RUN_VARS="LR=$LR EPOCHS=$EPOCHS"
+else
+  export SCHEDULE=time
+  SCHEDULE_TEXT="$STOP_TIME_HOURS hours of training (timed_polynomial_decay)"
+  RUN_VARS="LR=$LR STOP_TIME_HOURS=$STOP_TIME_HOURS"
+fi
 
 phase prepare bash "$HERE/prepare.sh"
 phase train bash "$HERE/train.sh" "${MAIN_FLAGS[@]}"
@@ -77,8 +88,8 @@ phase eval_classic env NAME="${NAME}_protocols" bash "$HERE/protocols.sh"
 cd "$ROOT"
 "$ROOT/.venv/bin/python" -m benchmarks.record_wikitext2_run \
   --name "$NAME" \
-  --command "QUICK=$QUICK NAME=$NAME LR=$LR EPOCHS=$EPOCHS bash recipes/wikitext2/run.sh" \
-  --config "qrnn_lm_wikitext2 (embedding 400, 4 x 800 QRNN), ${MAIN_FLAGS[*]}, adaptive softmax [V/15, 3V/15] div 4, Adam lr $LR polynomial decay over $EPOCHS epochs of 48 streams x 70 tokens (see recipes/wikitext2/train.sh)" \
+  --command "QUICK=$QUICK NAME=$NAME $RUN_VARS bash recipes/wikitext2/run.sh" \
+  --config "qrnn_lm_wikitext2 (embedding 400, 4 x 800 QRNN), ${MAIN_FLAGS[*]}, adaptive softmax [V/15, 3V/15] div 4, Adam lr $LR polynomial decay over $SCHEDULE_TEXT, 48 streams x 70 tokens (see recipes/wikitext2/train.sh)" \
   --train-log "$SAVE_DIR/train.log" \
   --valid-log "$SAVE_DIR/eval_valid.log" \
   --test-log "$SAVE_DIR/eval_test.log" \

@@ -15,9 +15,12 @@
 #
 # Knobs (environment): SOFTMAX=adaptive|full, OPTIMIZER=adam|seed (the seed's
 # SGD with Nesterov momentum), LR (Adam's peak learning rate, default 0.002),
-# NPROC (DDP processes, via torchrun), EPOCHS (passes over DATA_BIN's train
-# split) or MAX_UPDATE, ARCH, SAVE_DIR, DATA_BIN, STOP_TIME_HOURS, QUICK=1 (a
-# few minutes), and any extra fairseq-train flags as arguments.
+# NPROC (DDP processes, via torchrun), SCHEDULE=epochs|time (Adam's learning
+# rate decays over EPOCHS passes over DATA_BIN's train split, or MAX_UPDATE
+# updates; or, with time, over STOP_TIME_HOURS of training, however many
+# updates fit: --lr-scheduler timed_polynomial_decay), ARCH, SAVE_DIR,
+# DATA_BIN, STOP_TIME_HOURS (the wall-clock guard), QUICK=1 (a few minutes),
+# and any extra fairseq-train flags as arguments.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -34,6 +37,21 @@ TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-70}
 EPOCHS=${EPOCHS:-6}
 # Wall-clock guard so the 60-minute main job cannot overrun on a slow machine.
 STOP_TIME_HOURS=${STOP_TIME_HOURS:-0.6}
+SCHEDULE=${SCHEDULE:-epochs}
+OPTIMIZER=${OPTIMIZER:-adam}
+case "$SCHEDULE" in
+  epochs) ;;
+  time)
+    [ "$OPTIMIZER" = adam ] || {
+      echo "train: SCHEDULE=time decays Adam's learning rate; OPTIMIZER=$OPTIMIZER keeps a fixed one: set OPTIMIZER=adam or SCHEDULE=epochs" >&2
+      exit 1
+    }
+    awk -v h="$STOP_TIME_HOURS" 'BEGIN { exit !(h > 0) }' || {
+      echo "train: SCHEDULE=time decays the learning rate over STOP_TIME_HOURS, got '$STOP_TIME_HOURS': set it to the hours of training wanted" >&2
+      exit 1
+    } ;;
+  *) echo "train: SCHEDULE must be 'epochs' or 'time', got '$SCHEDULE'" >&2; exit 1 ;;
+esac
 
 [ -s "$DATA_BIN/dict.txt" ] || {
   echo "train: $DATA_BIN has no dict.txt; run recipes/wikitext2/prepare.sh first or set DATA_BIN" >&2
@@ -49,6 +67,9 @@ esac
 if [ "$QUICK" = 1 ]; then
   MAX_UPDATE=${MAX_UPDATE:-150}
   EXTRA_LIMITS=(--max-valid-steps 20)
+elif [ "$SCHEDULE" = time ]; then
+  MAX_UPDATE=${MAX_UPDATE:-0}  # no update limit: the STOP_TIME_HOURS guard ends training as the decay ends
+  EXTRA_LIMITS=()
 else
   if [ -z "${MAX_UPDATE:-}" ]; then
     # The schedule's length comes from DATA_BIN's own train split, so another
@@ -73,12 +94,16 @@ EOF
   EXTRA_LIMITS=()
 fi
 
-OPTIMIZER=${OPTIMIZER:-adam}
 LR=${LR:-0.002}
+if [ "$SCHEDULE" = time ]; then
+  SCHEDULE_FLAGS=(--lr-scheduler timed_polynomial_decay)
+else
+  SCHEDULE_FLAGS=(--lr-scheduler polynomial_decay --total-num-update "$MAX_UPDATE")
+fi
 case "$OPTIMIZER" in
   adam) OPTIMIZER_FLAGS=(--optimizer adam --adam-betas "(0.9, 0.999)" --clip-norm 0.25
-                         --lr "$LR" --lr-scheduler polynomial_decay --warmup-updates 100
-                         --end-learning-rate 0.0001 --total-num-update "$MAX_UPDATE") ;;
+                         --lr "$LR" "${SCHEDULE_FLAGS[@]}" --warmup-updates 100
+                         --end-learning-rate 0.0001) ;;
   seed) OPTIMIZER_FLAGS=(--optimizer nag --momentum 0.9 --clip-norm 0.25
                          --lr 1 --lr-scheduler fixed) ;;
   *) echo "train: OPTIMIZER must be 'adam' or 'seed', got '$OPTIMIZER'" >&2; exit 1 ;;
@@ -87,6 +112,7 @@ esac
 # What makes two runs the same run: a finished one is skipped only when it matches.
 SETTINGS="arch=$ARCH softmax=$SOFTMAX optimizer=$OPTIMIZER lr=$LR batch=$BATCH_SIZE"
 SETTINGS+=" tokens=$TOKENS_PER_SAMPLE max_update=$MAX_UPDATE nproc=$NPROC data=$DATA_BIN extra=[$*]"
+[ "$SCHEDULE" = epochs ] || SETTINGS+=" schedule=$SCHEDULE hours=$STOP_TIME_HOURS"
 if [ -s "$SAVE_DIR/checkpoint_last.pt" ] && [ -s "$SAVE_DIR/.finished" ]; then
   FINISHED=$(sed -n 's/^settings: //p' "$SAVE_DIR/.finished")
   if [ -n "$FINISHED" ] && [ "$FINISHED" != "$SETTINGS" ]; then

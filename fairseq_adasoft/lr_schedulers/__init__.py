@@ -1,0 +1,1 @@
+from . import timed_polynomial_decay  # noqa: F401
