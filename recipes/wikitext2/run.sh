@@ -13,12 +13,12 @@
 #           the hour guard ends training as it ends. EPOCHS=N decays over N
 #           epochs instead: the recorded bf16 run used EPOCHS=7, 51.8 min of
 #           training; on an AVX2 EPYC EPOCHS=3 took 46.5 min.
-#           Expected: ~59 min of training, ~17 min of evaluation (four
-#           protocols' evaluations and the cache tuning), plus ~3 minutes
-#           building fairseq on a fresh machine. Test perplexity with EPOCHS=7
-#           on bf16: ~124 (fairseq's blocks), ~119 (classic), ~89 (classic with
-#           the cache) (wikitext2_main*.json); with EPOCHS=3 in fp32 on AVX2:
-#           ~145, ~140, ~104 (wikitext2_main_fp32_avx2_3ep*.json).
+#           Expected: ~59 min of training, ~16 min of evaluation (four
+#           evaluations and the cache tuning), plus ~3 minutes building
+#           fairseq on a fresh machine: 75.3 min in all in fp32 on an AVX2
+#           EPYC, test perplexity ~136 (fairseq's blocks), ~130 (classic), ~95
+#           (classic with the cache) (wikitext2_main_fp32_avx2_timed*.json).
+#           With EPOCHS=7 in bf16: ~124, ~119, ~89 (wikitext2_main*.json).
 #           QUICK=1: 150 updates, perplexity in the hundreds; ~23 minutes, as the
 #           evaluations and the cache tuning still read whole splits (1,362 s
 #           measured in fp32 on an AVX2 CPU, wikitext2_main_quick.json).
