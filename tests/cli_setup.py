@@ -19,9 +19,13 @@ TRAIN = ["--task", "language_modeling_freqsorted", "--tokens-per-sample", "32",
          "--num-workers", "0", "--data-buffer-size", "0"]
 
 
+def train_interval_values(output, key):
+    """One value per logged training interval (epoch summaries say "train_loss", "train_lr" instead)."""
+    return [float(rec[key]) for rec in json_records(output.splitlines()) if {"loss", "num_updates", key} <= rec.keys()]
+
+
 def train_losses(output):
-    """Per-interval training losses (epoch summaries say "train_loss" instead)."""
-    return [float(rec["loss"]) for rec in json_records(output.splitlines()) if {"loss", "num_updates"} <= rec.keys()]
+    return train_interval_values(output, "loss")
 
 
 def own_test_nll(checkpoint, data_bin, corpus_file):

@@ -14,9 +14,8 @@ from fairseq.optim.lr_scheduler.polynomial_decay_schedule import (
     PolynomialDecayLRScheduleConfig,
 )
 
-from cli_setup import MODEL, TRAIN
+from cli_setup import MODEL, TRAIN, train_interval_values
 from conftest import PLUGIN, fairseq_cli, run
-from fairseq_adasoft.logs import json_records
 from fairseq_adasoft.lr_schedulers.timed_polynomial_decay import (
     TimedPolynomialDecayConfig,
     TimedPolynomialDecaySchedule,
@@ -124,10 +123,6 @@ def test_ddp_ranks_follow_rank_0s_clock(tmp_path):
     assert rank0 == pytest.approx([PEAK, END + 0.75 * (PEAK - END), END + 0.5 * (PEAK - END)])
 
 
-def logged_lrs(output):
-    return [float(r["lr"]) for r in json_records(output.splitlines()) if {"lr", "num_updates", "loss"} <= r.keys()]
-
-
 @pytest.mark.slow
 def test_fairseq_train_decays_over_stop_time_hours_and_resumes_the_clock(data_bin, tmp_path):
     budget_s = 30.0
@@ -142,7 +137,7 @@ def test_fairseq_train_decays_over_stop_time_hours_and_resumes_the_clock(data_bi
     lr = float(TRAIN[TRAIN.index("--lr") + 1])
 
     _, out = run([fairseq_cli("fairseq-train"), data_bin, *timed_flags, "--stop-time-hours", str(budget_s / 3600)])
-    lrs = logged_lrs(out)
+    lrs = train_interval_values(out, "lr")
     assert lrs[0] == pytest.approx(lr, rel=0.05)  # fairseq logs each update's lr after the update
     assert all(b <= a for a, b in zip(lrs, lrs[1:]))
     assert lrs[-1] < late * lr  # the guard stopped training as the decay ended
@@ -154,6 +149,6 @@ def test_fairseq_train_decays_over_stop_time_hours_and_resumes_the_clock(data_bi
     # Resumed with a budget half as long again: the clock goes on from the
     # checkpoint, so the learning rate carries on from about a third, not from the peak.
     _, out = run([fairseq_cli("fairseq-train"), data_bin, *timed_flags, "--stop-time-hours", str(1.5 * budget_s / 3600)])
-    resumed = logged_lrs(out)
+    resumed = train_interval_values(out, "lr")
     assert 0.1 * lr < resumed[0] < 0.4 * lr
     assert all(b <= a for a, b in zip(resumed, resumed[1:])) and resumed[-1] < late * lr

@@ -102,16 +102,20 @@ class RemapTokensDataset(BaseWrapperDataset):
         return item
 
 
-def _empty_train_split(path: str) -> ValueError:
-    return ValueError(f"the training split {path} is empty: give fairseq-preprocess a non-empty --trainpref")
+def _train_prefix(data: str) -> str:
+    return os.path.join(utils.split_paths(data)[0], "train")
+
+
+def _empty_train_split(data: str) -> ValueError:
+    return ValueError(f"the training split {_train_prefix(data)} is empty: give fairseq-preprocess a non-empty --trainpref")
 
 
 def train_split(data: str, dictionary, dataset_impl=None):
     """The binarized training split under ``data`` (recipes/wikitext2/train.sh
     sizes its epochs from it); a ValueError says what is missing."""
-    path = os.path.join(utils.split_paths(data)[0], "train")
+    path = _train_prefix(data)
     if os.path.isfile(path + ".bin") and os.path.getsize(path + ".bin") == 0:
-        raise _empty_train_split(path)  # fairseq's mmap reader would only say "cannot mmap an empty file"
+        raise _empty_train_split(data)  # fairseq's mmap reader would only say "cannot mmap an empty file"
     dataset = data_utils.load_indexed_dataset(path, dictionary, dataset_impl)
     if dataset is None:
         raise ValueError(f"no training split at {path}.{{bin,idx}}: run fairseq-preprocess with --trainpref")
@@ -132,7 +136,7 @@ def train_token_counts(data: str, dictionary, dataset_impl=None) -> np.ndarray:
             counts += np.bincount(np.concatenate(chunk), minlength=len(dictionary))
             chunk, chunk_tokens = [], 0
     if counts.sum() == 0:
-        raise _empty_train_split(os.path.join(utils.split_paths(data)[0], "train"))
+        raise _empty_train_split(data)
     return counts
 
 

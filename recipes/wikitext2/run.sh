@@ -69,9 +69,13 @@ export LR=${LR:-0.006} STOP_TIME_HOURS=${STOP_TIME_HOURS:-$HOUR_GUARD_HOURS}
 # bf16 machine, 13 on the fastest AVX2 one, and was cut short on slower ones
 # (wikitext2_main{,_fp32_avx2_3ep,_fp32_avx2}.json). EPOCHS=N schedules N epochs instead, as
 # the recorded bf16 run (EPOCHS=7) did; QUICK=1 runs 150 updates.
-if [ -n "${EPOCHS:-}" ] || [ "$QUICK" = 1 ]; then
-  export SCHEDULE=epochs EPOCHS=${EPOCHS:-1}
-  SCHEDULE_TEXT=$([ "$QUICK" = 1 ] && echo "${MAX_UPDATE:-150} updates" || echo "$EPOCHS epochs")
+if [ "$QUICK" = 1 ]; then
+  export SCHEDULE=epochs  # train.sh's QUICK update count sets the schedule's length
+  SCHEDULE_TEXT="train.sh's QUICK=1 updates"
+  RUN_VARS="LR=$LR"
+elif [ -n "${EPOCHS:-}" ]; then
+  export SCHEDULE=epochs EPOCHS
+  SCHEDULE_TEXT="$EPOCHS epochs"
   RUN_VARS="LR=$LR EPOCHS=$EPOCHS"
 else
   export SCHEDULE=time
