@@ -1,7 +1,9 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fairseq_adasoft.modules import QRNN, QRNNLayer, forget_mult_reference
+from fairseq_adasoft.modules.dropout import embedding_dropout
 from fairseq_adasoft.modules import qrnn as qrnn_module
 
 T, B, C, H = 7, 3, 4, 6
@@ -132,3 +134,28 @@ def test_16_bit_stack_stays_close_to_fp32(dtype, tol, gate_op):
     out, state = low(x.to(dtype))
     assert out.dtype == dtype and state[0][0].dtype == dtype
     torch.testing.assert_close(out.float(), reference, rtol=tol, atol=tol)
+
+
+def test_embedding_dropout_equals_masking_the_whole_matrix():
+    """The fast path scales looked-up rows; AWD-LSTM scales the V x C matrix
+    first. Same mask, so the same output and the same embedding gradient."""
+    V, C, p = 50, 8, 0.3
+    embed = torch.nn.Embedding(V, C, padding_idx=1)
+    tokens = torch.randint(0, V, (20, 4))  # T x B, with repeated words
+    torch.manual_seed(3)
+    fast = embedding_dropout(embed, tokens, p, training=True)
+    fast.pow(2).sum().backward()
+    fast_grad = embed.weight.grad.clone()
+    embed.weight.grad = None
+    torch.manual_seed(3)
+    mask = embed.weight.new_empty(V).bernoulli_(1 - p).div_(1 - p)
+    reference = F.embedding(tokens, embed.weight * mask.unsqueeze(1), embed.padding_idx)
+    reference.pow(2).sum().backward()
+    torch.testing.assert_close(fast, reference)
+    torch.testing.assert_close(fast_grad, embed.weight.grad)
+    # whole word types are dropped: every occurrence of a word shares its scale
+    dropped = {int(w) for w in tokens.flatten() if mask[w] == 0}
+    assert dropped, "seed 3 should drop some of the 50 types at p=0.3"
+    for w in dropped:
+        assert fast[tokens == w].abs().sum() == 0
+    assert torch.equal(embedding_dropout(embed, tokens, p, training=False), embed(tokens))

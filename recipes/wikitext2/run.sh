@@ -83,8 +83,12 @@ else
   RUN_VARS="LR=$LR STOP_TIME_HOURS=$STOP_TIME_HOURS"
 fi
 
+# Arguments are extra fairseq-train flags for a variant of the main job (e.g. --dropout 0.3);
+# they are kept in the results' command and config.
+EXTRA_TEXT=$([ $# -eq 0 ] || printf ' %q' "$@")
+
 phase prepare bash "$HERE/prepare.sh"
-phase train bash "$HERE/train.sh" "${MAIN_FLAGS[@]}"
+phase train bash "$HERE/train.sh" "${MAIN_FLAGS[@]}" "$@"
 phase eval_valid env SUBSET=valid bash "$HERE/eval.sh"
 phase eval_test env SUBSET=test bash "$HERE/eval.sh"
 phase eval_classic env NAME="${NAME}_protocols" bash "$HERE/protocols.sh"
@@ -92,8 +96,8 @@ phase eval_classic env NAME="${NAME}_protocols" bash "$HERE/protocols.sh"
 cd "$ROOT"
 "$ROOT/.venv/bin/python" -m benchmarks.record_wikitext2_run \
   --name "$NAME" \
-  --command "QUICK=$QUICK NAME=$NAME $RUN_VARS bash recipes/wikitext2/run.sh" \
-  --config "qrnn_lm_wikitext2 (embedding 400, 4 x 800 QRNN), ${MAIN_FLAGS[*]}, adaptive softmax [V/15, 3V/15] div 4, Adam lr $LR polynomial decay over $SCHEDULE_TEXT, 48 streams x 70 tokens (see recipes/wikitext2/train.sh)" \
+  --command "QUICK=$QUICK NAME=$NAME $RUN_VARS bash recipes/wikitext2/run.sh$EXTRA_TEXT" \
+  --config "qrnn_lm_wikitext2 (embedding 400, 4 x 800 QRNN), ${MAIN_FLAGS[*]}$EXTRA_TEXT, adaptive softmax [V/15, 3V/15] div 4, Adam lr $LR polynomial decay over $SCHEDULE_TEXT, 48 streams x 70 tokens (see recipes/wikitext2/train.sh)" \
   --train-log "$SAVE_DIR/train.log" \
   --valid-log "$SAVE_DIR/eval_valid.log" \
   --test-log "$SAVE_DIR/eval_test.log" \
