@@ -121,3 +121,45 @@ def test_plot_training_draws_both_figures_for_each_run(data_bin, tmp_path):
     run([fairseq_cli("python"), os.path.join(ROOT, "examples", "plot_training.py"), "--out", tmp_path / "cli.png",
          f"adaptive={logs['adaptive']}", f"full={logs['full']}"])
     assert (tmp_path / "cli.png").stat().st_size > 10_000
+
+
+def test_store_ema_averages_the_weights_and_they_evaluate(data_bin, tiny_corpus, tmp_path):
+    """fairseq's --store-ema keeps an exponential average of the weights beside
+    them. The model's integer word-order buffer must be copied, not averaged
+    (fairseq cannot average an integer tensor), and the averaged weights load
+    and score like any checkpoint."""
+    decay, start, last = 0.8, 10, 20
+    save = tmp_path / "ckpt"
+    run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
+         "--batch-size", "2",  # an epoch of ~70 updates: no epoch end among those read back
+         "--max-update", str(last), "--store-ema", "--ema-decay", str(decay), "--ema-start-update", str(start),
+         "--save-interval-updates", "1", "--keep-interval-updates", "-1", "--no-epoch-checkpoints",
+         "--save-dir", save])
+
+    def weights(path):
+        return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+    # Before --ema-start-update fairseq copies the weights; from it on, it averages.
+    expected = weights(next(save.glob(f"checkpoint_*_{start - 1}.pt")))
+    for n in range(start, last + 1):
+        new = weights(next(save.glob(f"checkpoint_*_{n}.pt")))
+        expected = {k: v if not v.is_floating_point() else decay * expected[k] + (1 - decay) * new[k]
+                    for k, v in new.items()}
+    state = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    ema = state["extra_state"]["ema"]
+    assert ema.keys() == expected.keys()
+    for key in ema:
+        torch.testing.assert_close(ema[key], expected[key], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(ema["decoder.embed_tokens.weight"], state["model"]["decoder.embed_tokens.weight"])
+
+    # fairseq writes the averaged weights as a checkpoint of their own; fairseq-eval-lm
+    # scores it as our own loop does.
+    from fairseq.checkpoint_utils import save_ema_as_checkpoint
+
+    save_ema_as_checkpoint(save / "checkpoint_last.pt", tmp_path / "ema.pt")
+    _, out = run([fairseq_cli("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", tmp_path / "ema.pt",
+                  "--gen-subset", "test", "--tokens-per-sample", "4096", "--batch-size", "1", "--cpu"])
+    loss_base2, _ = map(float, EVAL_RE.findall(out)[-1])
+    ema_nll, _ = own_test_nll(tmp_path / "ema.pt", data_bin, tiny_corpus / "test.txt")
+    assert math.exp(ema_nll) == pytest.approx(2 ** loss_base2, rel=1e-4)
+    assert ema_nll != own_test_nll(save / "checkpoint_last.pt", data_bin, tiny_corpus / "test.txt")[0]

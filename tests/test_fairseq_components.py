@@ -257,6 +257,23 @@ def test_checkpoint_with_other_word_ids_is_refused(data_bin):
         task.load_state_dict({"dictionary_symbols": list(reversed(task.dictionary.symbols))})
 
 
+def test_model_checks_the_word_order_it_was_trained_with(data_bin):
+    """The dictionary's CRC travels in the state dict, under a key fairseq's EMA
+    copies rather than averages; older checkpoints named it vocab_crc."""
+    from fairseq_adasoft.models.qrnn_lm import vocabulary_crc
+
+    task, model, _ = build(data_bin, *SMALL_MODEL)
+    state = model.state_dict()
+    assert int(state["vocab_version"]) == vocabulary_crc(task.dictionary)
+    legacy = {("vocab_crc" if k == "vocab_version" else k): v for k, v in state.items()}
+    model.load_state_dict(legacy)
+    model.load_state_dict({k: v for k, v in state.items() if k != "vocab_version"})  # before the CRC existed
+    for wrong in ({**state, "vocab_version": state["vocab_version"] + 1},
+                  {**legacy, "vocab_crc": legacy["vocab_crc"] + 1}):
+        with pytest.raises(ValueError, match="another word order.*--task language_modeling_freqsorted"):
+            model.load_state_dict(wrong)
+
+
 def test_auto_cutoffs_through_the_task(tmp_path, data_bin):
     from conftest import fairseq_cli, make_corpus, run
 

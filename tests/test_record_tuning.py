@@ -14,8 +14,10 @@ def fake_run(path, lr, streams, valid_ppls):
         "optimization": {"lr": [lr], "max_update": 10},
         "dataset": {"batch_size": streams},
         "task": {"tokens_per_sample": 70, "stateful_bptt": True},
-        "model": {"embed_dim": 400, "hidden_size": 800, "num_layers": 4, "dropout": 0.2,
+        "model": {"embed_dim": 400, "hidden_size": 800, "num_layers": 4, "dropout": 0.2, "dropout_input": 0.2,
+                  "dropout_hidden": 0.1, "dropout_embed": 0.0, "weight_drop": 0.05 if streams == 24 else 0.0,
                   "cpu_autocast_bf16": True, "tie_adaptive_weights": True, "adaptive_softmax_div_value": 4.0},
+        "lr_scheduler": {"_name": "timed_polynomial_decay"},
     }
     torch.save({"cfg": cfg}, path / "checkpoint_last.pt")
     lines = []
@@ -37,6 +39,8 @@ def test_tuning_runs_are_read_from_their_own_checkpoints_and_logs(tmp_path):
     assert fast["settings"]["lr"] == 0.004 and fast["settings"]["streams"] == 24
     assert fast["settings"]["stateful_bptt"] is True and fast["settings"]["hidden_size"] == 800
     assert fast["settings"]["adaptive_softmax_div_value"] == 4.0
+    assert fast["settings"]["weight_drop"] == 0.05 and result["runs"]["slow"]["settings"]["weight_drop"] == 0.0
+    assert fast["settings"]["lr_scheduler"] == "timed_polynomial_decay"
     assert fast["train"]["valid_ppl_per_epoch"] == [280.0, 240.5] and fast["train"]["epochs"] == 2
     assert result["best_valid"] == "fast"
 

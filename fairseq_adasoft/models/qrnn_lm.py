@@ -337,6 +337,14 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         return UNBOUNDED_POSITIONS
 
 
+# The state-dict key of the dictionary's CRC. "version" in it makes fairseq's
+# --store-ema copy the integer instead of averaging it, which fails
+# (fairseq.models.ema skips keys holding "version"); checkpoints written
+# before the rename hold it as LEGACY_VOCAB_KEY.
+VOCAB_KEY = "vocab_version"
+LEGACY_VOCAB_KEY = "vocab_crc"
+
+
 def vocabulary_crc(dictionary) -> int:
     return zlib.crc32("\n".join(dictionary.symbols).encode("utf-8"))
 
@@ -350,13 +358,14 @@ class QRNNLanguageModel(FairseqLanguageModel):
     def __init__(self, decoder):
         super().__init__(decoder)
         # Which word each id means: a checkpoint only makes sense with this order.
-        self.register_buffer("vocab_crc", torch.tensor(vocabulary_crc(decoder.dictionary)))
+        self.register_buffer(VOCAB_KEY, torch.tensor(vocabulary_crc(decoder.dictionary)))
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
-        saved = state_dict.get("vocab_crc")
+        state_dict = {VOCAB_KEY if k == LEGACY_VOCAB_KEY else k: v for k, v in state_dict.items()}
+        saved = state_dict.get(VOCAB_KEY)
         if saved is None:  # written before the order was recorded
-            state_dict = {**state_dict, "vocab_crc": self.vocab_crc}
-        elif int(saved) != int(self.vocab_crc):
+            state_dict[VOCAB_KEY] = getattr(self, VOCAB_KEY)
+        elif int(saved) != int(getattr(self, VOCAB_KEY)):
             raise ValueError(
                 "this checkpoint was trained with another word order than the dictionary it is loaded "
                 "with: pass --task language_modeling_freqsorted (it re-sorts the dictionary as in "
