@@ -156,7 +156,7 @@ def test_store_ema_averages_the_weights_and_they_evaluate(data_bin, tiny_corpus,
     # scores it as our own loop does.
     from fairseq.checkpoint_utils import save_ema_as_checkpoint
 
-    save_ema_as_checkpoint(save / "checkpoint_last.pt", tmp_path / "ema.pt")
+    save_ema_as_checkpoint(str(save / "checkpoint_last.pt"), str(tmp_path / "ema.pt"))  # fairseq needs str
     _, out = run([fairseq_cli("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", tmp_path / "ema.pt",
                   "--gen-subset", "test", "--tokens-per-sample", "4096", "--batch-size", "1", "--cpu"])
     loss_base2, _ = map(float, EVAL_RE.findall(out)[-1])
