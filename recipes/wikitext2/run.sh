@@ -68,6 +68,8 @@ fi
 # (wikitext2_main_lr008_8ep.json, wikitext2_main_fp32_avx2.json), so the guard leaves 72 s for that.
 HOUR_GUARD_HOURS=0.98
 export LR=${LR:-0.006} STOP_TIME_HOURS=${STOP_TIME_HOURS:-$HOUR_GUARD_HOURS}
+# The seed's batch shape (streams x tokens per stream); recorded with the run, as train.sh reads them.
+export BATCH_SIZE=${BATCH_SIZE:-48} TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-70}
 # The learning rate decays over the guard's hours, however many epochs this machine fits
 # in them (SCHEDULE=time): a fixed epoch count left 8 min of the hour unused on the fastest
 # bf16 machine, 13 on the fastest AVX2 one, and was cut short on slower ones
@@ -76,15 +78,15 @@ export LR=${LR:-0.006} STOP_TIME_HOURS=${STOP_TIME_HOURS:-$HOUR_GUARD_HOURS}
 if [ "$QUICK" = 1 ]; then
   export SCHEDULE=epochs  # train.sh's QUICK update count sets the schedule's length
   SCHEDULE_TEXT="train.sh's QUICK=1 updates"
-  RUN_VARS="LR=$LR"
+  RUN_VARS="LR=$LR BATCH_SIZE=$BATCH_SIZE TOKENS_PER_SAMPLE=$TOKENS_PER_SAMPLE"
 elif [ -n "${EPOCHS:-}" ]; then
   export SCHEDULE=epochs EPOCHS
   SCHEDULE_TEXT="$EPOCHS epochs"
-  RUN_VARS="LR=$LR EPOCHS=$EPOCHS"
+  RUN_VARS="LR=$LR EPOCHS=$EPOCHS BATCH_SIZE=$BATCH_SIZE TOKENS_PER_SAMPLE=$TOKENS_PER_SAMPLE"
 else
   export SCHEDULE=time
   SCHEDULE_TEXT="$STOP_TIME_HOURS hours of training (timed_polynomial_decay)"
-  RUN_VARS="LR=$LR STOP_TIME_HOURS=$STOP_TIME_HOURS"
+  RUN_VARS="LR=$LR STOP_TIME_HOURS=$STOP_TIME_HOURS BATCH_SIZE=$BATCH_SIZE TOKENS_PER_SAMPLE=$TOKENS_PER_SAMPLE"
 fi
 
 # Arguments are extra fairseq-train flags for a variant of the main job (e.g. --dropout 0.3);
@@ -101,7 +103,7 @@ cd "$ROOT"
 "$ROOT/.venv/bin/python" -m benchmarks.record_wikitext2_run \
   --name "$NAME" \
   --command "QUICK=$QUICK NAME=$NAME $RUN_VARS bash recipes/wikitext2/run.sh$EXTRA_TEXT" \
-  --config "qrnn_lm_wikitext2 (embedding 400, 4 x 800 QRNN), ${MAIN_FLAGS[*]}$EXTRA_TEXT, adaptive softmax [V/15, 3V/15] div 4, Adam lr $LR polynomial decay over $SCHEDULE_TEXT, 48 streams x 70 tokens (see recipes/wikitext2/train.sh)" \
+  --config "qrnn_lm_wikitext2 (embedding 400, 4 x 800 QRNN), ${MAIN_FLAGS[*]}$EXTRA_TEXT, adaptive softmax [V/15, 3V/15] div 4, Adam lr $LR polynomial decay over $SCHEDULE_TEXT, $BATCH_SIZE streams x $TOKENS_PER_SAMPLE tokens (see recipes/wikitext2/train.sh)" \
   --train-log "$SAVE_DIR/train.log" \
   --valid-log "$SAVE_DIR/eval_valid.log" \
   --test-log "$SAVE_DIR/eval_test.log" \
