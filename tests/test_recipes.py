@@ -156,6 +156,9 @@ def test_compare_recipe_trains_both_softmaxes_alike_and_records_them(data_bin, t
     assert code != 0 and "already holds a finished run with other settings" in refused
     assert "extra=[--num-workers 0 --data-buffer-size 0 --dropout 0.3]" in refused
     assert finished.stat().st_mtime_ns == stamp
+    # TOKENS_PER_SAMPLE=16 shaped the training only: the protocols keep their own lengths.
+    save_dir = tmp_path / "ckpt" / "compare-adaptive-quick"
+    assert "'tokens_per_sample': 512," in (save_dir / "eval_test.log").read_text()
     # The adaptive run's checkpoint under the three evaluation protocols (blocks logs exist already).
     protocols_sh = ["bash", os.path.join(ROOT, "recipes", "wikitext2", "protocols.sh")]
     env["SAVE_DIR"] = str(tmp_path / "ckpt" / "compare-adaptive-quick")
@@ -163,8 +166,8 @@ def test_compare_recipe_trains_both_softmaxes_alike_and_records_them(data_bin, t
     assert out.count("Loss (base 2)") == 4  # classic and cache, valid and test
     protocols = json.loads((tmp_path / "wikitext2_protocols.json").read_text())
     assert protocols["blocks"]["test"] == adaptive["test"]
-    classic_log = (tmp_path / "ckpt" / "compare-adaptive-quick" / "eval_test_classic.log").read_text()
-    assert "--stateful-bptt: test is one stream of" in classic_log
+    classic_log = (save_dir / "eval_test_classic.log").read_text()
+    assert "--stateful-bptt: test is one stream of" in classic_log and "'tokens_per_sample': 70," in classic_log
     assert protocols["classic"]["test"]["perplexity"] > 1
     # The cache setting was tuned on valid, and fairseq-eval-lm scores valid with it as the tuner did.
     tuning = protocols["cache"]["tuning"]

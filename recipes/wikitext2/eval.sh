@@ -15,6 +15,9 @@
 #           2017 (--neural-cache-size/theta/lambda) with the setting tuned on
 #           valid in $SAVE_DIR/neural_cache.json (recipes/wikitext2/protocols.sh
 #           writes it; benchmarks/tune_neural_cache.py).
+#           EVAL_TOKENS overrides the block length (blocks: 512) or the tokens
+#           per step (classic, cache: 70). train.sh's TOKENS_PER_SAMPLE, which
+#           run.sh and compare.sh pass on for training, does not change them.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -24,12 +27,12 @@ CHECKPOINT=${CHECKPOINT:-${SAVE_DIR:?set SAVE_DIR (the training save dir) or CHE
 SUBSET=${SUBSET:-test}
 PROTOCOL=${PROTOCOL:-blocks}
 # awd-lstm-lm: bptt 70, eval_batch_size 10, test_batch_size 1.
-CLASSIC_FLAGS=(--stateful-bptt --tokens-per-sample "${TOKENS_PER_SAMPLE:-70}"
+CLASSIC_FLAGS=(--stateful-bptt --tokens-per-sample "${EVAL_TOKENS:-70}"
                --batch-size "$([ "$SUBSET" = test ] && echo 1 || echo 10)")
 TUNED=""
 case "$PROTOCOL" in
   blocks)
-    PROTOCOL_FLAGS=(--tokens-per-sample "${TOKENS_PER_SAMPLE:-512}" --batch-size 8)
+    PROTOCOL_FLAGS=(--tokens-per-sample "${EVAL_TOKENS:-512}" --batch-size 8)
     SUFFIX="" ;;
   classic)
     PROTOCOL_FLAGS=("${CLASSIC_FLAGS[@]}")
