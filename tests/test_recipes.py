@@ -161,7 +161,7 @@ def test_compare_recipe_trains_both_softmaxes_alike_and_records_them(data_bin, t
     assert "'tokens_per_sample': 512," in (save_dir / "eval_test.log").read_text()
     # The adaptive run's checkpoint under the three evaluation protocols (blocks logs exist already).
     protocols_sh = ["bash", os.path.join(ROOT, "recipes", "wikitext2", "protocols.sh")]
-    env["SAVE_DIR"] = str(tmp_path / "ckpt" / "compare-adaptive-quick")
+    env["SAVE_DIR"] = str(save_dir)
     _, out = run(protocols_sh, env=env)
     assert out.count("Loss (base 2)") == 4  # classic and cache, valid and test
     protocols = json.loads((tmp_path / "wikitext2_protocols.json").read_text())

@@ -362,10 +362,10 @@ class QRNNLanguageModel(FairseqLanguageModel):
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         state_dict = {VOCAB_KEY if k == LEGACY_VOCAB_KEY else k: v for k, v in state_dict.items()}
-        saved = state_dict.get(VOCAB_KEY)
+        saved, own = state_dict.get(VOCAB_KEY), getattr(self, VOCAB_KEY)
         if saved is None:  # written before the order was recorded
-            state_dict[VOCAB_KEY] = getattr(self, VOCAB_KEY)
-        elif int(saved) != int(getattr(self, VOCAB_KEY)):
+            state_dict[VOCAB_KEY] = own
+        elif int(saved) != int(own):
             raise ValueError(
                 "this checkpoint was trained with another word order than the dictionary it is loaded "
                 "with: pass --task language_modeling_freqsorted (it re-sorts the dictionary as in "
