@@ -79,16 +79,17 @@ export BATCH_SIZE=${BATCH_SIZE:-48} TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-70}
 if [ "$QUICK" = 1 ]; then
   export SCHEDULE=epochs  # train.sh's QUICK update count sets the schedule's length
   SCHEDULE_TEXT="train.sh's QUICK=1 updates"
-  RUN_VARS="LR=$LR BATCH_SIZE=$BATCH_SIZE TOKENS_PER_SAMPLE=$TOKENS_PER_SAMPLE"
+  RUN_VARS="LR=$LR"
 elif [ -n "${EPOCHS:-}" ]; then
   export SCHEDULE=epochs EPOCHS
   SCHEDULE_TEXT="$EPOCHS epochs"
-  RUN_VARS="LR=$LR EPOCHS=$EPOCHS BATCH_SIZE=$BATCH_SIZE TOKENS_PER_SAMPLE=$TOKENS_PER_SAMPLE"
+  RUN_VARS="LR=$LR EPOCHS=$EPOCHS"
 else
   export SCHEDULE=time
   SCHEDULE_TEXT="$STOP_TIME_HOURS hours of training (timed_polynomial_decay)"
-  RUN_VARS="LR=$LR STOP_TIME_HOURS=$STOP_TIME_HOURS BATCH_SIZE=$BATCH_SIZE TOKENS_PER_SAMPLE=$TOKENS_PER_SAMPLE"
+  RUN_VARS="LR=$LR STOP_TIME_HOURS=$STOP_TIME_HOURS"
 fi
+RUN_VARS+=" BATCH_SIZE=$BATCH_SIZE TOKENS_PER_SAMPLE=$TOKENS_PER_SAMPLE"
 
 # Arguments are extra fairseq-train flags for a variant of the main job (e.g. --dropout 0.3);
 # they are kept in the results' command and config.
