@@ -5,12 +5,10 @@ Speed is the median of the per-epoch training words/s in fairseq's log (the
 first epoch included: both runs pay the same start-up)."""
 
 import argparse
-import os
 import statistics
 
 from benchmarks.common import write_result
-from benchmarks.record_tuning import read_settings
-from benchmarks.record_wikitext2_run import read_eval, read_train_log
+from benchmarks.record_wikitext2_run import read_run, read_settings
 
 GOAL_SPEEDUP = 3.0  # the seed's 3.1x on a GPU
 GOAL_PPL_GAP = 0.04  # the seed's gap was 3.9% (132 vs 127)
@@ -23,15 +21,6 @@ PUBLISHED_SEED = {
     "full": {"test_ppl": 127, "train_minutes": 24.6},
     "hardware": "GPU (the seed experiment; published figures, not measured here)",
 }
-
-
-def read_run(save_dir: str) -> dict:
-    path = lambda name: os.path.join(save_dir, name)  # noqa: E731
-    return {
-        "train": read_train_log(path("train.log")),
-        "valid": read_eval(path("eval_valid.log")),
-        "test": read_eval(path("eval_test.log")),
-    }
 
 
 def main() -> None:

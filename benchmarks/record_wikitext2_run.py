@@ -1,10 +1,15 @@
 """Record a WikiText-2 train + eval run (recipes/wikitext2/run.sh) as JSON.
 
-Reads fairseq's JSON training log and fairseq-eval-lm's logs; the phase wall
-times come from the recipe."""
+Reads a train.sh save dir: fairseq's JSON training log, fairseq-eval-lm's logs
+and the model's sizes from the checkpoint's saved config (so they cannot drift
+from what ran, whatever flags the run added); the phase wall times come from
+the recipe."""
 
 import argparse
+import os
 import re
+
+import torch
 
 from benchmarks.common import write_result
 from fairseq_adasoft.logs import json_records
@@ -46,25 +51,69 @@ def read_train_log(path: str) -> dict:
     }
 
 
+# Setting name -> (config group, key) in the checkpoint's fairseq config.
+SETTINGS = {
+    "lr": ("optimization", "lr"),
+    "streams": ("dataset", "batch_size"),
+    "tokens_per_sample": ("task", "tokens_per_sample"),
+    "max_update": ("optimization", "max_update"),
+    "embed_dim": ("model", "embed_dim"),
+    "hidden_size": ("model", "hidden_size"),
+    "num_layers": ("model", "num_layers"),
+    "dropout": ("model", "dropout"),
+    "dropout_input": ("model", "dropout_input"),
+    "dropout_hidden": ("model", "dropout_hidden"),
+    "dropout_embed": ("model", "dropout_embed"),
+    "weight_drop": ("model", "weight_drop"),
+    "lr_scheduler": ("lr_scheduler", "_name"),
+    "cpu_autocast_bf16": ("model", "cpu_autocast_bf16"),
+    "tie_adaptive_weights": ("model", "tie_adaptive_weights"),
+    "adaptive_softmax_div_value": ("model", "adaptive_softmax_div_value"),
+    "stateful_bptt": ("task", "stateful_bptt"),
+}
+
+
+def read_settings(save_dir: str) -> dict:
+    path = os.path.join(save_dir, "checkpoint_last.pt")
+    if not os.path.exists(path):
+        raise ValueError(f"{path} not found: name a train.sh save dir whose training finished")
+    cfg = torch.load(path, map_location="cpu", weights_only=False)["cfg"]
+    settings = {name: cfg[group].get(key) for name, (group, key) in SETTINGS.items()}
+    lr = settings["lr"]
+    settings["lr"] = lr[0] if isinstance(lr, (list, tuple)) else lr  # fairseq keeps a per-phase list
+    return settings
+
+
+def model_text(settings: dict) -> str:
+    return f"embedding {settings['embed_dim']}, {settings['num_layers']} x {settings['hidden_size']} QRNN"
+
+
+def read_run(save_dir: str) -> dict:
+    """A finished run's training log and its eval-lm results on valid and test."""
+    path = lambda name: os.path.join(save_dir, name)  # noqa: E731
+    return {
+        "train": read_train_log(path("train.log")),
+        "valid": read_eval(path("eval_valid.log")),
+        "test": read_eval(path("eval_test.log")),
+    }
+
+
+def record(save_dir: str, config: str) -> dict:
+    settings = read_settings(save_dir)
+    return {"config": f"{model_text(settings)}; {config}", "settings": settings, **read_run(save_dir)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--name", required=True, help="results file name (without .json)")
     parser.add_argument("--command", required=True, help="the command that ran the job")
-    parser.add_argument("--config", required=True, help="what was trained, e.g. the arch and softmax")
-    parser.add_argument("--train-log", required=True)
-    parser.add_argument("--valid-log", required=True)
-    parser.add_argument("--test-log", required=True)
+    parser.add_argument("--config", required=True, help="what was trained beyond the model's sizes, e.g. the softmax")
+    parser.add_argument("--save-dir", required=True, help="train.sh's SAVE_DIR, evaluated by eval.sh on valid and test")
     parser.add_argument("--phase-seconds", nargs="+", default=[], help="phase=seconds pairs")
     parser.add_argument("--note", default="", help="anything a reader of the figures should know")
     args = parser.parse_args()
     phases = {k: float(v) for k, v in (p.split("=", 1) for p in args.phase_seconds)}
-    payload = {
-        "config": args.config,
-        "train": read_train_log(args.train_log),
-        "valid": read_eval(args.valid_log),
-        "test": read_eval(args.test_log),
-        "wall_seconds": {**phases, "total": sum(phases.values())},
-    }
+    payload = {**record(args.save_dir, args.config), "wall_seconds": {**phases, "total": sum(phases.values())}}
     if args.note:
         payload["note"] = args.note
     print(write_result(args.name, payload, command=args.command))

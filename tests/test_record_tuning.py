@@ -3,10 +3,11 @@ import json
 import pytest
 import torch
 
+from benchmarks import record_wikitext2_run
 from benchmarks.record_tuning import record
 
 
-def fake_run(path, lr, streams, valid_ppls):
+def fake_run(path, lr, streams, valid_ppls, hidden_size=800):
     """A train.sh save dir as fairseq leaves it: a checkpoint with its config
     and a JSON log whose epoch summaries repeat (fairseq 0.12 does that)."""
     path.mkdir()
@@ -14,7 +15,7 @@ def fake_run(path, lr, streams, valid_ppls):
         "optimization": {"lr": [lr], "max_update": 10},
         "dataset": {"batch_size": streams},
         "task": {"tokens_per_sample": 70, "stateful_bptt": True},
-        "model": {"embed_dim": 400, "hidden_size": 800, "num_layers": 4, "dropout": 0.2, "dropout_input": 0.2,
+        "model": {"embed_dim": 400, "hidden_size": hidden_size, "num_layers": 4, "dropout": 0.2, "dropout_input": 0.2,
                   "dropout_hidden": 0.1, "dropout_embed": 0.0, "weight_drop": 0.05 if streams == 24 else 0.0,
                   "cpu_autocast_bf16": True, "tie_adaptive_weights": True, "adaptive_softmax_div_value": 4.0},
         "lr_scheduler": {"_name": "timed_polynomial_decay"},
@@ -61,3 +62,17 @@ def test_labelled_arguments_keep_their_order_and_name_the_flag_when_malformed():
     for bad in ("nolabel", "=path", "label="):
         with pytest.raises(ValueError, match="--run takes LABEL=PATH, got .*; e.g. a=b"):
             labelled_paths([bad], "--run", "a=b")
+
+
+def test_a_main_run_records_the_sizes_its_checkpoint_trained_with(tmp_path):
+    """run.sh passes extra flags such as --hidden-size 600 through; the record
+    must name the model that ran, not the architecture's defaults."""
+    save_dir = fake_run(tmp_path / "run", 0.006, 48, [150.0, 140.0], hidden_size=600)
+    for split, ppl in (("valid", 133.5), ("test", 127.61)):
+        (tmp_path / "run" / f"eval_{split}.log").write_text(
+            f"INFO | fairseq_cli.eval_lm | Loss (base 2): 7.0, Perplexity: {ppl}\n")
+    result = record_wikitext2_run.record(save_dir, "qrnn_lm_wikitext2, --hidden-size 600")
+    assert result["config"] == "embedding 400, 4 x 600 QRNN; qrnn_lm_wikitext2, --hidden-size 600"
+    assert result["settings"]["hidden_size"] == 600 and result["settings"]["lr"] == 0.006
+    assert result["test"]["perplexity"] == 127.61 and result["valid"]["perplexity"] == 133.5
+    assert result["train"]["valid_ppl_per_epoch"] == [150.0, 140.0]

@@ -105,9 +105,7 @@ cd "$ROOT"
 "$ROOT/.venv/bin/python" -m benchmarks.record_wikitext2_run \
   --name "$NAME" \
   --command "QUICK=$QUICK NAME=$NAME $RUN_VARS bash recipes/wikitext2/run.sh$EXTRA_TEXT" \
-  --config "qrnn_lm_wikitext2 (embedding 400, 4 x 800 QRNN), ${MAIN_FLAGS[*]}$EXTRA_TEXT, adaptive softmax [V/15, 3V/15] div 4, Adam lr $LR polynomial decay over $SCHEDULE_TEXT, $BATCH_SIZE streams x $TOKENS_PER_SAMPLE tokens (see recipes/wikitext2/train.sh)" \
-  --train-log "$SAVE_DIR/train.log" \
-  --valid-log "$SAVE_DIR/eval_valid.log" \
-  --test-log "$SAVE_DIR/eval_test.log" \
+  --config "qrnn_lm_wikitext2, ${MAIN_FLAGS[*]}$EXTRA_TEXT, adaptive softmax [V/15, 3V/15] div 4, Adam lr $LR polynomial decay over $SCHEDULE_TEXT, $BATCH_SIZE streams x $TOKENS_PER_SAMPLE tokens (see recipes/wikitext2/train.sh)" \
+  --save-dir "$SAVE_DIR" \
   --phase-seconds "${PHASES[@]}" \
   --note "valid/test are fairseq's 512-token blocks; ${NAME}_protocols.json adds the classic (awd-lstm-lm) protocol"
