@@ -60,7 +60,7 @@ else
   echo "run: this CPU has no bf16 matmul instructions (AVX512-BF16 or AMX): training in fp32;" \
        "expect a higher perplexity than the recorded bf16 run" >&2
   # In fp32 the hour holds ~4.8 epochs of the 4 x 800 model, not ~8. A 4 x 600 QRNN
-  # runs ~1.3x the words/s and fits 7, enough to keep the architecture's dropout: test
+  # runs ~1.3x the words/s and fits 6.3, enough to keep the architecture's dropout: test
   # classic 122.53 against 125.72, though 92.14 against 91.20 with the cache
   # (wikitext2_width_fp32_avx2.json, README "Best CPU model", step 12).
   MAIN_FLAGS+=(--hidden-size 600)
