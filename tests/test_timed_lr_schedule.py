@@ -113,6 +113,9 @@ def ddp_worker(rank, init_file, out_dir):
         clock.now = 1000.0 * rank + t * (1 + rank / 2)
         lrs.append(s.step_update(n))
     torch.save(lrs, os.path.join(out_dir, f"lrs{rank}.pt"))
+    # Without it one rank may tear gloo down while the other still talks, and abort
+    # ("terminate called without an active exception", SIGABRT; seen once in CI).
+    dist.barrier()
     dist.destroy_process_group()
 
 
