@@ -7,7 +7,7 @@
 #
 # Hardware: 2 CPU cores with bf16 instructions (AVX-512 BF16 or AMX); no GPU
 #           needed. Elsewhere the model trains in fp32 (bf16 takes 22-31x the
-#           fp32 time there; cpu_bf16_avx2.json), 4 x 600 instead of 4 x 800,
+#           fp32 time there; cpu_bf16_avx2.json), 4 x 500 instead of 4 x 800,
 #           and its perplexity is higher.
 # Schedule: the learning rate decays over 0.98 hours of training, however many
 #           updates this machine fits in them (SCHEDULE=time in train.sh), and
@@ -16,9 +16,9 @@
 #           training; on an AVX2 EPYC EPOCHS=3 took 46.5 min.
 #           Expected: ~59 min of training, ~16 min of evaluation (four
 #           evaluations and the cache tuning), plus ~3 minutes building
-#           fairseq on a fresh machine: 72.4 min in all in fp32 (4 x 600) on an
-#           AVX2 EPYC, test perplexity ~127 (fairseq's blocks), ~123 (classic),
-#           ~92 (classic with the cache) (wikitext2_screen_fp32_avx2_600_drop2*.json).
+#           fairseq on a fresh machine: 73.7 min in all in fp32 (4 x 500) on an
+#           AVX2 EPYC, test perplexity ~124 (fairseq's blocks), ~121 (classic),
+#           ~91 (classic with the cache) (wikitext2_screen_fp32_avx2_500*.json).
 #           With EPOCHS=7 in bf16: ~124, ~119, ~89 (wikitext2_main*.json).
 #           QUICK=1: 150 updates, perplexity in the hundreds; ~23 minutes, as the
 #           evaluations and the cache tuning still read whole splits (1,362 s
@@ -59,11 +59,11 @@ if [ "$NATIVE_BF16" = 1 ]; then
 else
   echo "run: this CPU has no bf16 matmul instructions (AVX512-BF16 or AMX): training in fp32;" \
        "expect a higher perplexity than the recorded bf16 run" >&2
-  # In fp32 the hour holds ~4.8 epochs of the 4 x 800 model, not ~8. A 4 x 600 QRNN
-  # runs ~1.3x the words/s and fits 6.3, enough to keep the architecture's dropout: test
-  # classic 122.53 against 125.72, though 92.14 against 91.20 with the cache
+  # In fp32 the hour holds ~4.8 epochs of the 4 x 800 model, not ~8. Narrower QRNNs
+  # fit more, enough to keep the architecture's dropout: 4 x 600 fits 6.3 (test classic
+  # 122.53 against the 4 x 800's 125.72), 4 x 500 fits 7.1 (120.87)
   # (wikitext2_width_fp32_avx2.json, README "Best CPU model", step 12).
-  MAIN_FLAGS+=(--hidden-size 600)
+  MAIN_FLAGS+=(--hidden-size 500)
 fi
 # fairseq checks the hour guard after an update, then still validates and saves:
 # 1.0 h let training end 21 s (bf16) and 40 s (fp32) past the hour
