@@ -33,3 +33,12 @@ def test_machine_info_names_the_cpu_capability():
     info = common.machine_info()
     assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert isinstance(info["cpu_native_bf16"], bool)
+
+
+def test_machine_info_tells_cpu_generations_apart(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    block = "processor\t: {}\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: {}\nmodel name\t: AMD EPYC\n\n"
+    cpuinfo.write_text(block.format(0, 2) + block.format(1, 9))
+    assert common._cpu_family_model(str(cpuinfo)) == {"vendor": "AuthenticAMD", "family": 26, "model": 2}
+    assert common._cpu_family_model(str(tmp_path / "missing")) == {}
+    assert "cpu_family_model" in common.machine_info()
