@@ -19,7 +19,10 @@
 #           fairseq on a fresh machine: 73.7 min in all in fp32 (4 x 500) on an
 #           AVX2 EPYC, test perplexity ~124 (fairseq's blocks), ~121 (classic),
 #           ~91 (classic with the cache) (wikitext2_screen_fp32_avx2_500*.json).
-#           With EPOCHS=7 in bf16: ~124, ~119, ~89 (wikitext2_main*.json).
+#           In bf16 on an AMD EPYC of family 26: 59.0 min of training (13.9
+#           epochs), 67.4 min in all, test ~112 (blocks), ~109 (classic), ~80
+#           (cache) (wikitext2_main_bf16_timed*.json); with EPOCHS=7 on a bf16
+#           CPU half as fast: ~124, ~119, ~89 (wikitext2_main*.json).
 #           QUICK=1: 150 updates, perplexity in the hundreds; ~23 minutes, as the
 #           evaluations and the cache tuning still read whole splits (1,362 s
 #           measured in fp32 on an AVX2 CPU, wikitext2_main_quick.json).
@@ -55,6 +58,8 @@ MAIN_FLAGS=(--stateful-bptt --tie-adaptive-weights)
 NATIVE_BF16=$(cd "$ROOT" && .venv/bin/python -c "from fairseq_adasoft.modules.precision import cpu_has_native_bf16
 print(int(cpu_has_native_bf16()))")
 if [ "$NATIVE_BF16" = 1 ]; then
+  # The architecture's dropout: over a bf16 hour of 14.6 epochs 1.5 times as much did
+  # worse (wikitext2_screen_bf16_drop3*.json, README "Best CPU model", step 14).
   MAIN_FLAGS+=(--cpu-autocast-bf16)
 else
   echo "run: this CPU has no bf16 matmul instructions (AVX512-BF16 or AMX): training in fp32;" \

@@ -3,8 +3,10 @@
 #
 # Hardware: 2 CPU cores: an epoch of the default qrnn_lm_wikitext2 (4 x 800)
 #           takes ~8 minutes with --cpu-autocast-bf16 (~4.7k words/s) on a
-#           CPU with bf16 instructions, ~15-18 minutes in fp32 (~1.95-2.36k
-#           words/s on an AVX2 CPU, where --cpu-autocast-bf16 is refused;
+#           CPU with bf16 instructions, ~4 minutes (~9k words/s) on another
+#           (AMD family 26, wikitext2_main_bf16_timed.json), ~15-18 minutes in
+#           fp32 (~1.95-2.36k words/s on an AVX2 CPU, where
+#           --cpu-autocast-bf16 is refused;
 #           wikitext2_main_fp32_avx2{,_3ep}.json); of the seed's
 #           4 x 300 ~5 minutes in fp32 (~7.7k words/s); a CUDA GPU is used
 #           with --fp16 when present.
