@@ -27,7 +27,8 @@ def read_eval(path: str) -> dict:
 
 
 def read_train_log(path: str) -> dict:
-    """Per-epoch words/s and validation perplexity from fairseq's JSON log.
+    """Per-epoch words/s, training perplexity (with dropout) and validation
+    perplexity from fairseq's JSON log.
 
     fairseq 0.12 repeats epoch summaries in --log-file (once more each epoch),
     so summaries are keyed by their epoch number."""
@@ -46,6 +47,8 @@ def read_train_log(path: str) -> dict:
         "epochs": len(epochs),
         "updates": int(epochs[-1]["train_num_updates"]),
         "train_wps_per_epoch": [float(e["train_wps"]) for e in epochs],
+        # Beside valid, it shows over-fitting (README "Best CPU model", step 13).
+        "train_ppl_per_epoch": [float(e["train_ppl"]) for e in epochs],
         "train_wall_s": float(epochs[-1]["train_wall"]),
         "valid_ppl_per_epoch": [float(v["valid_ppl"]) for v in valids],
     }

@@ -23,7 +23,8 @@ def fake_run(path, lr, streams, valid_ppls, hidden_size=800):
     torch.save({"cfg": cfg}, path / "checkpoint_last.pt")
     lines = []
     for epoch, ppl in enumerate(valid_ppls, 1):
-        summary = {"epoch": epoch, "train_wps": "4000.0", "train_num_updates": str(5 * epoch), "train_wall": "60"}
+        summary = {"epoch": epoch, "train_wps": "4000.0", "train_num_updates": str(5 * epoch), "train_wall": "60",
+                   "train_ppl": str(ppl - 50)}
         lines += [json.dumps(summary), json.dumps({"epoch": epoch, "valid_ppl": str(ppl)})]
         lines.append(json.dumps(summary))  # the repeat
     (path / "train.log").write_text("\n".join(lines) + "\n")
@@ -76,3 +77,4 @@ def test_a_main_run_records_the_sizes_its_checkpoint_trained_with(tmp_path):
     assert result["settings"]["hidden_size"] == 600 and result["settings"]["lr"] == 0.006
     assert result["test"]["perplexity"] == 127.61 and result["valid"]["perplexity"] == 133.5
     assert result["train"]["valid_ppl_per_epoch"] == [150.0, 140.0]
+    assert result["train"]["train_ppl_per_epoch"] == [100.0, 90.0]
