@@ -32,34 +32,30 @@ def _git_revision() -> str:
         return "unknown"
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _cpu_family_model(cpuinfo: str = "/proc/cpuinfo") -> dict:
-    """The vendor, family and model numbers of the first CPU, or {} off Linux."""
-    keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model"}
-    found = {}
+def _first_cpu(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """The first processor's "key: value" lines of /proc/cpuinfo, or {} off Linux."""
+    fields = {}
     try:
         with open(cpuinfo) as f:
             for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in keys and keys[key] not in found:
-                    value = value.strip()
-                    found[keys[key]] = int(value) if value.isdigit() else value
-                if not line.strip() and found:
+                if not line.strip() and fields:
                     break  # the first processor's block has ended
+                key, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(key.strip(), value.strip())
     except OSError:
         return {}
-    return found
+    return fields
+
+
+def _cpu_model(cpu: dict) -> str:
+    return cpu.get("model name") or platform.processor() or "unknown"
+
+
+def _cpu_family_model(cpu: dict) -> dict:
+    """The vendor, family and model numbers, or {} where /proc/cpuinfo has none."""
+    keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model"}
+    return {name: int(cpu[key]) if cpu[key].isdigit() else cpu[key] for key, name in keys.items() if key in cpu}
 
 
 def machine_info() -> dict:
@@ -67,14 +63,15 @@ def machine_info() -> dict:
 
     from fairseq_adasoft.modules.precision import cpu_has_native_bf16
 
+    cpu = _first_cpu()
     info = {
-        "cpu": _cpu_model(),
+        "cpu": _cpu_model(cpu),
         "cpu_cores": os.cpu_count(),
         # "AMD EPYC" names machines with and without AVX-512 and bf16 alike.
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         # Nor does it tell generations apart: two "AMD EPYC" machines with AVX-512 BF16
         # trained the same model at words/s that differ about twofold (README, "Best CPU model").
-        "cpu_family_model": _cpu_family_model(),
+        "cpu_family_model": _cpu_family_model(cpu),
         "cpu_native_bf16": cpu_has_native_bf16(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

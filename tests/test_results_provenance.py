@@ -39,6 +39,9 @@ def test_machine_info_tells_cpu_generations_apart(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     block = "processor\t: {}\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: {}\nmodel name\t: AMD EPYC\n\n"
     cpuinfo.write_text(block.format(0, 2) + block.format(1, 9))
-    assert common._cpu_family_model(str(cpuinfo)) == {"vendor": "AuthenticAMD", "family": 26, "model": 2}
-    assert common._cpu_family_model(str(tmp_path / "missing")) == {}
+    first = common._first_cpu(str(cpuinfo))
+    assert common._cpu_family_model(first) == {"vendor": "AuthenticAMD", "family": 26, "model": 2}
+    assert common._cpu_model(first) == "AMD EPYC"
+    assert common._first_cpu(str(tmp_path / "missing")) == {}
+    assert common._cpu_family_model({}) == {}
     assert "cpu_family_model" in common.machine_info()
