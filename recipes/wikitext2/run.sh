@@ -19,9 +19,10 @@
 #           fairseq on a fresh machine: 73.7 min in all in fp32 (4 x 500) on an
 #           AVX2 EPYC, test perplexity ~124 (fairseq's blocks), ~121 (classic),
 #           ~91 (classic with the cache) (wikitext2_screen_fp32_avx2_500*.json).
-#           In bf16 on an AMD EPYC of family 26: 59.0 min of training (13.9
-#           epochs), 67.4 min in all, test ~112 (blocks), ~109 (classic), ~80
-#           (cache) (wikitext2_main_bf16_timed*.json); with EPOCHS=7 on a bf16
+#           In bf16 on an AMD EPYC of family 26, two runs: 59.0 min of training
+#           (13.9 and 14.9 epochs), 67-68 min in all, test ~111-112 (blocks),
+#           ~108-109 (classic), ~79-80 (cache)
+#           (wikitext2_main_bf16_timed{,_rerun}*.json); with EPOCHS=7 on a bf16
 #           CPU half as fast: ~124, ~119, ~89 (wikitext2_main*.json).
 #           QUICK=1: 150 updates, perplexity in the hundreds; ~23 minutes, as the
 #           evaluations and the cache tuning still read whole splits (1,362 s
