@@ -3,6 +3,7 @@
 import json
 import time
 
+import pytest
 import torch
 
 from benchmarks import common, qrnn_layer
@@ -42,3 +43,44 @@ def test_qrnn_layer_benchmark_records_sizes_tag_and_choice(tmp_path, monkeypatch
         assert entry["layer_vs_floor"] == entry[f"layer_{chosen}_ms"]["median"] / entry[f"floor_{chosen}_ms"]["median"]
     stack = result["results"]["stack"]
     assert stack["qrnn_speedup_vs_lstm"] == stack["lstm_ms"]["median"] / stack["qrnn_ms"]["median"]
+
+
+def test_width_benchmark_runs_each_width_as_run_sh_does_and_counts_its_epochs(tmp_path, monkeypatch):
+    from benchmarks import width_throughput
+
+    monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path))
+    (tmp_path / "dict.txt").write_text("word 1\n")
+    monkeypatch.setattr(width_throughput, "DATA", str(tmp_path))
+    monkeypatch.setattr(width_throughput, "train_tokens", lambda data: 2_000_000)
+    monkeypatch.setattr(width_throughput, "cpu_has_native_bf16", lambda: True)
+    calls = []
+
+    def fake_run(name, args, updates):  # 1,000 words/s per 100 units of width
+        calls.append((args, updates))
+        width = int(args[args.index("--hidden-size") + 1])
+        return {"wps": common.spread([10.0 * width])}
+
+    monkeypatch.setattr(width_throughput, "run", fake_run)
+    monkeypatch.setattr("sys.argv", ["width_throughput", "--widths", "500,800", "--updates", "20",
+                                     "--hours", "0.5", "--tag", "toy"])
+    width_throughput.main()
+    result = json.loads((tmp_path / "width_throughput_toy.json").read_text())
+    assert result["command"] == ("python -m benchmarks.width_throughput --widths 500,800 --updates 20 "
+                                 "--hours 0.5 --tag toy")
+    assert [updates for _, updates in calls] == [20, 20]
+    for args, _ in calls:  # run.sh's model, with bf16 where the CPU has it
+        assert args[args.index("--arch") + 1] == "qrnn_lm_wikitext2"
+        assert {"--stateful-bptt", "--tie-adaptive-weights", "--cpu-autocast-bf16"} <= set(args)
+    # 0.5 h x 5,000 words/s = 9M words = 4.5 epochs of 2M tokens; 8,000 words/s: 7.2.
+    assert result["results"]["500"]["epochs_in_hours"] == 4.5
+    assert result["results"]["800"]["epochs_in_hours"] == 7.2
+    assert result["settings"]["precision"].startswith("bf16")
+
+
+def test_width_benchmark_refuses_widths_it_cannot_read():
+    from benchmarks.width_throughput import parse_widths
+
+    assert parse_widths("500,1000") == [500, 1000]
+    for bad in ("500,wide", "0,800", ""):
+        with pytest.raises(ValueError, match="--widths"):
+            parse_widths(bad)
