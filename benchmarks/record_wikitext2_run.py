@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from benchmarks.common import write_result
+from benchmarks.common import spread, write_result
 from fairseq_adasoft.logs import json_records
 
 EVAL_RE = re.compile(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.]+)")
@@ -28,22 +28,25 @@ def read_eval(path: str) -> dict:
 
 def read_train_log(path: str) -> dict:
     """Per-epoch words/s, training perplexity (with dropout) and validation
-    perplexity from fairseq's JSON log.
+    perplexity from fairseq's JSON log, and the spread of words/s over its
+    --log-interval records.
 
-    fairseq 0.12 repeats epoch summaries in --log-file (once more each epoch),
-    so summaries are keyed by their epoch number."""
-    epochs, valids = {}, {}
+    fairseq 0.12 repeats records in --log-file (once more each epoch), so
+    summaries are keyed by their epoch number and intervals by their update."""
+    epochs, valids, intervals = {}, {}, {}
     with open(path) as f:
         for stats in json_records(f):
             if "train_wps" in stats:
                 epochs[int(stats["epoch"])] = stats
             elif "valid_ppl" in stats:
                 valids[int(stats["epoch"])] = stats
+            elif "wps" in stats and "num_updates" in stats:
+                intervals[int(stats["num_updates"])] = float(stats["wps"])
     if not epochs:
         raise ValueError(f"{path} holds no fairseq epoch summary (was --log-format json used?)")
     epochs = [epochs[k] for k in sorted(epochs)]
     valids = [valids[k] for k in sorted(valids)]
-    return {
+    train = {
         "epochs": len(epochs),
         "updates": int(epochs[-1]["train_num_updates"]),
         "train_wps_per_epoch": [float(e["train_wps"]) for e in epochs],
@@ -52,6 +55,11 @@ def read_train_log(path: str) -> dict:
         "train_wall_s": float(epochs[-1]["train_wall"]),
         "valid_ppl_per_epoch": [float(v["valid_ppl"]) for v in valids],
     }
+    if intervals:
+        # Intervals that span an epoch's end also hold its validation and checkpoint, so
+        # the median sits above whole-epoch words/s and near a short benchmark's.
+        train["train_wps_per_log_interval"] = spread(list(intervals.values()))
+    return train
 
 
 # Setting name -> (config group, key) in the checkpoint's fairseq config.

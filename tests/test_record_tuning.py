@@ -9,7 +9,7 @@ from benchmarks.record_tuning import record
 
 def fake_run(path, lr, streams, valid_ppls, hidden_size=800):
     """A train.sh save dir as fairseq leaves it: a checkpoint with its config
-    and a JSON log whose epoch summaries repeat (fairseq 0.12 does that)."""
+    and a JSON log whose records repeat (fairseq 0.12 does that)."""
     path.mkdir()
     cfg = {
         "optimization": {"lr": [lr], "max_update": 10},
@@ -25,8 +25,9 @@ def fake_run(path, lr, streams, valid_ppls, hidden_size=800):
     for epoch, ppl in enumerate(valid_ppls, 1):
         summary = {"epoch": epoch, "train_wps": "4000.0", "train_num_updates": str(5 * epoch), "train_wall": "60",
                    "train_ppl": str(ppl - 50)}
-        lines += [json.dumps(summary), json.dumps({"epoch": epoch, "valid_ppl": str(ppl)})]
-        lines.append(json.dumps(summary))  # the repeat
+        interval = {"epoch": epoch, "wps": str(3000.0 + 1000 * epoch), "num_updates": str(5 * epoch)}
+        # fairseq 0.12 writes epoch k's records k times.
+        lines += epoch * [json.dumps(interval), json.dumps(summary), json.dumps({"epoch": epoch, "valid_ppl": str(ppl)})]
     (path / "train.log").write_text("\n".join(lines) + "\n")
     return str(path)
 
@@ -78,3 +79,5 @@ def test_a_main_run_records_the_sizes_its_checkpoint_trained_with(tmp_path):
     assert result["test"]["perplexity"] == 127.61 and result["valid"]["perplexity"] == 133.5
     assert result["train"]["valid_ppl_per_epoch"] == [150.0, 140.0]
     assert result["train"]["train_ppl_per_epoch"] == [100.0, 90.0]
+    # One record per update, however often fairseq repeated it.
+    assert result["train"]["train_wps_per_log_interval"] == {"min": 4000.0, "median": 4500.0, "max": 5000.0}
