@@ -25,8 +25,9 @@ BIN = os.path.dirname(sys.executable)
 # The seed experiment's sizes: 4 layers of 300 units, embedding 300, batches of
 # 48 x 70 tokens, cutoffs [V/15, 3V/15] with div_value 4 (fairseq's factor 4).
 SIZE, LAYERS, CUTOFFS = 300, 4, "2220,6656"
+STREAMS, TOKENS_PER_SAMPLE = 48, 70
 COMMON = ["--task", "language_modeling_freqsorted", "--user-dir", os.path.join(ROOT, "fairseq_adasoft"),
-          "--tokens-per-sample", "70", "--batch-size", "48", "--optimizer", "adam", "--lr", "0.002",
+          "--tokens-per-sample", str(TOKENS_PER_SAMPLE), "--batch-size", str(STREAMS), "--optimizer", "adam", "--lr", "0.002",
           "--clip-norm", "0.25", "--cpu", "--disable-validation", "--no-save", "--seed", "1",
           "--log-format", "json", "--log-interval", "10"]
 QRNN = ["--arch", "qrnn_lm", "--embed-dim", str(SIZE), "--hidden-size", str(SIZE), "--num-layers", str(LAYERS),
@@ -78,7 +79,7 @@ def main():
     print(ratios, goals)
     name, command = tagged("lm_throughput", f"python -m benchmarks.lm_throughput --updates {args.updates}", args.tag)
     print(write_result(name, {
-        "settings": {"size": SIZE, "layers": LAYERS, "cutoffs": CUTOFFS, "tokens_per_update": 48 * 70,
+        "settings": {"size": SIZE, "layers": LAYERS, "cutoffs": CUTOFFS, "tokens_per_update": STREAMS * TOKENS_PER_SAMPLE,
                      "updates": args.updates, "skipped_intervals": SKIP_INTERVALS},
         "results": results, "ratios": ratios, "goals": goals,
     }, command=command))

@@ -18,8 +18,8 @@ Needs recipes/wikitext2/prepare.sh to have run (data-bin/wikitext-2).
 import argparse
 import os
 
-from benchmarks.common import spread, tagged, write_result
-from benchmarks.lm_throughput import DATA, run
+from benchmarks.common import tagged, write_result
+from benchmarks.lm_throughput import DATA, STREAMS, TOKENS_PER_SAMPLE, run
 from fairseq_adasoft.modules.precision import cpu_has_native_bf16
 
 SECONDS_PER_HOUR = 3600
@@ -81,7 +81,7 @@ def main():
                            f"--updates {args.updates} --hours {args.hours}", args.tag)
     print(write_result(name, {
         "settings": {"precision": "bf16 (--cpu-autocast-bf16)" if bf16 else "fp32", "hours": args.hours,
-                     "train_tokens_per_epoch": tokens, "tokens_per_update": 48 * 70, "updates": args.updates,
+                     "train_tokens_per_epoch": tokens, "tokens_per_update": STREAMS * TOKENS_PER_SAMPLE, "updates": args.updates,
                      "note": "epochs_in_hours = hours x median words/s / train tokens; validation and "
                              "checkpoints are not timed, so run.sh's hour holds a little less"},
         "results": results,

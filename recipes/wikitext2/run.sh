@@ -20,7 +20,7 @@
 #           AVX2 EPYC, test perplexity ~124 (fairseq's blocks), ~121 (classic),
 #           ~91 (classic with the cache) (wikitext2_screen_fp32_avx2_500*.json).
 #           In bf16 on an AMD EPYC of family 26, two runs: 59.0 min of training
-#           (13.9 and 14.9 epochs), 67-68 min in all, test ~111-112 (blocks),
+#           (13.9 and 14.9 epochs), 67.2-67.4 min in all, test ~111-112 (blocks),
 #           ~108-109 (classic), ~79-80 (cache)
 #           (wikitext2_main_bf16_timed{,_rerun}*.json); with EPOCHS=7 on a bf16
 #           CPU half as fast: ~124, ~119, ~89 (wikitext2_main*.json).
