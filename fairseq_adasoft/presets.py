@@ -1,0 +1,75 @@
+"""The named configurations, in one place: the hyper-parameters each ``--arch``
+preset sets, the WikiText-2 main job's training settings, and the evaluation
+protocols. The architectures, the recipes (through ``python -m
+fairseq_adasoft.presets``) and the benchmarks read them from here.
+
+Plain Python: no torch or fairseq, so a shell recipe can read it cheaply.
+"""
+
+import argparse
+import shlex
+
+# Grave et al.'s seed cutoffs [V/15, 3V/15], as fractions of the vocabulary.
+SEED_CUTOFFS = "0.0667,0.2"
+
+# --arch name -> the model flags it sets (as dataclass field names); the command line wins.
+ARCHITECTURES = {
+    # The seed experiment: a 4 x 300 QRNN with the seed's cutoffs.
+    "qrnn_lm_wikitext2_seed": dict(
+        embed_dim=300, hidden_size=300, num_layers=4,
+        adaptive_softmax_cutoff=SEED_CUTOFFS, adaptive_softmax_div_value=4.0,
+    ),
+    # The main job's model: wider than the seed's, AWD dropouts scaled down for a short run.
+    "qrnn_lm_wikitext2": dict(
+        embed_dim=400, hidden_size=800, num_layers=4,
+        dropout=0.2, dropout_input=0.2, dropout_hidden=0.1, dropout_embed=0.0, weight_drop=0.0,
+        adaptive_softmax_cutoff=SEED_CUTOFFS, adaptive_softmax_div_value=4.0,
+    ),
+    # Merity, Keskar & Socher 2018 ("An Analysis of Neural Language Modeling at Multiple
+    # Scales"), with awd-lstm-lm's WikiText-103 splits, whose tails keep the full width.
+    "qrnn_lm_wikitext103": dict(
+        embed_dim=400, hidden_size=2500, num_layers=4,
+        dropout=0.1, dropout_input=0.1, dropout_hidden=0.1, dropout_embed=0.0, weight_drop=0.0,
+        adaptive_softmax_cutoff="2800,20000,76000", adaptive_softmax_div_value=1.0,
+    ),
+}
+
+# The WikiText-2 main job (recipes/wikitext2/run.sh) and its recipes' batch shape.
+MAIN_JOB = dict(
+    arch="qrnn_lm_wikitext2",
+    batch_size=48,  # streams per update (the seed's)
+    tokens_per_sample=70,  # tokens per stream per update (the seed's BPTT length)
+    lr=0.006,  # Adam's peak learning rate
+    # The hour guard, short of 1.0 so that fairseq's last validation and save end within the hour.
+    stop_time_hours=0.98,
+    # On CPUs without bf16 matmul instructions a narrower QRNN fits more epochs in the hour.
+    fp32_hidden_size=500,
+)
+
+# Evaluation protocols: fairseq's independent blocks, and awd-lstm-lm's classic
+# stateful protocol (bptt 70, eval_batch_size 10, test_batch_size 1).
+EVAL_PROTOCOLS = dict(
+    block_tokens=512, block_batch_size=8,
+    classic_tokens=70, classic_valid_streams=10, classic_test_streams=1,
+)
+
+
+def shell_assignments() -> str:
+    """``NAME=value`` lines of MAIN_JOB, EVAL_PROTOCOLS and SEED_CUTOFFS for a shell's ``eval``."""
+    values = {**MAIN_JOB, **EVAL_PROTOCOLS, "seed_cutoffs": SEED_CUTOFFS}
+    return "\n".join(f"PRESET_{k.upper()}={shlex.quote(str(v))}" for k, v in values.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shell", action="store_true", help="print PRESET_*=value lines for a shell's eval")
+    args = parser.parse_args()
+    if args.shell:
+        print(shell_assignments())
+    else:
+        for name, flags in ARCHITECTURES.items():
+            print(name, " ".join(f"--{k.replace('_', '-')} {v}" for k, v in flags.items()))
+
+
+if __name__ == "__main__":
+    main()
