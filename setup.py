@@ -1,14 +1,22 @@
 """fairseq_adasoft: QRNN language models with an adaptive softmax, as a fairseq plugin."""
 
 import os
+import re
 
 from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+
+def version() -> str:
+    """``__version__`` of the package, read without importing it (that needs torch)."""
+    with open(os.path.join(HERE, "fairseq_adasoft", "__init__.py"), encoding="utf-8") as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+
 setup(
     name="fairseq_adasoft",
-    version="0.1.0",
+    version=version(),
     description="QRNN language models with an adaptive softmax for fairseq",
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -25,5 +33,4 @@ setup(
     ],
     # matplotlib draws examples/plot_training.py's figures; the tests draw them too.
     extras_require={"plot": ["matplotlib"], "test": ["pytest", "matplotlib"]},
-    entry_points={"console_scripts": ["fairseq-adasoft-train = fairseq_adasoft.launch:cli_main"]},
 )

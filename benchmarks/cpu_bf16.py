@@ -2,7 +2,7 @@
 autocast, forward+backward, at the main job's sizes (recipes/wikitext2/run.sh).
 
 Measures one gate GEMM (a window-1 layer's Z, F, O gates) and the whole
-4 x 800 QRNN stack. Where the CPU multiplies bf16 in hardware (AVX512-BF16 or
+QRNN stack. Where the CPU multiplies bf16 in hardware (AVX512-BF16 or
 AMX) bf16 is the faster one; elsewhere torch falls back to slow code, which is
 why the model refuses to train with the flag there.
 
@@ -18,9 +18,12 @@ import torch
 
 from benchmarks.common import time_ms, write_result
 from fairseq_adasoft.modules import QRNN
+from fairseq_adasoft.presets import ARCHITECTURES, MAIN_JOB
 
-# The main job: 48 streams x 70 tokens, embedding 400, 4 x 800 QRNN (qrnn_lm_wikitext2).
-T, B, EMBED, HIDDEN, LAYERS = 70, 48, 400, 800, 4
+# The main job's batch shape and model (fairseq_adasoft/presets.py).
+MODEL = ARCHITECTURES[MAIN_JOB["arch"]]
+T, B = MAIN_JOB["tokens_per_sample"], MAIN_JOB["batch_size"]
+EMBED, HIDDEN, LAYERS = MODEL["embed_dim"], MODEL["hidden_size"], MODEL["num_layers"]
 WINDOWS = [2] + [1] * (LAYERS - 1)
 GATES = 3  # Z, F and O (Bradbury et al. 2016)
 WARMUP = 1

@@ -19,10 +19,9 @@
 # trains qrnn_lm with --fp16 for 300 updates (default and explicit
 # --ddp-backend pytorch_ddp), then fp32 and --amp runs for comparison.
 # Writes logs and gpu_fp16_check.json to $OUT (default /tmp/gpu_fp16_check).
-# Expected (seen on the H100, 2026-11-23): 7/7 test_cuda tests pass; every
-# logged fp16 train loss is finite, ~8.4 at update 10 falling to ~6.25 at 300
-# (fp32 and --amp alike), no fp16 overflow; ~100k words/s; ~6.5 minutes in all,
-# ~3 of them compiling fairseq.
+# Expected: every tests/test_cuda.py test passes; every logged fp16 train loss
+# is finite and falls as fp32's and --amp's do, with no fp16 overflow; a few
+# minutes in all, most of them compiling fairseq.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -84,6 +83,9 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 (cd /tmp && $PY -c "import fairseq_adasoft, os; print('plugin from', os.path.dirname(fairseq_adasoft.__file__))") \
   || echo "fairseq_adasoft does not import"
 
+# The seed's cutoffs and the main job's tokens per stream (fairseq_adasoft/presets.py, plain Python).
+eval "$($PY fairseq_adasoft/presets.py --shell)"
+
 stamp "pytest tests/test_cuda.py"
 set +e
 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py --junitxml "$WORK/junit.xml" 2>&1
@@ -120,8 +122,8 @@ if [ "$FAIRSEQ_OK" = 1 ]; then
   tail -n 5 "$WORK/preprocess.log"
   TRAIN=("$BIN/fairseq-train" "$WORK/data-bin" --user-dir fairseq_adasoft --task language_modeling_freqsorted
     --arch qrnn_lm --embed-dim 256 --hidden-size 512 --num-layers 3
-    --adaptive-softmax-cutoff 0.0667,0.2 --criterion adaptive_softmax --optimizer adam --lr 0.002
-    --clip-norm 0.25 --batch-size 32 --tokens-per-sample 70 --max-update 300
+    --adaptive-softmax-cutoff "$PRESET_SEED_CUTOFFS" --criterion adaptive_softmax --optimizer adam --lr 0.002
+    --clip-norm 0.25 --batch-size 32 --tokens-per-sample "$PRESET_TOKENS_PER_SAMPLE" --max-update 300
     --log-format json --log-interval 10 --no-save)
   train() {  # name, extra args...
     local name=$1; shift

@@ -17,16 +17,23 @@ import os
 import subprocess
 import sys
 
-from benchmarks.common import ROOT, spread, tagged, write_result
+from benchmarks.common import DATA, PLUGIN_DIR, ROOT, spread, tagged, write_result
 from fairseq_adasoft.logs import json_records
+from fairseq_adasoft.modules import parse_cutoffs
+from fairseq_adasoft.presets import ARCHITECTURES, MAIN_JOB
 
-DATA = os.path.join(ROOT, "data-bin", "wikitext-2")
 BIN = os.path.dirname(sys.executable)
-# The seed experiment's sizes: 4 layers of 300 units, embedding 300, batches of
-# 48 x 70 tokens, cutoffs [V/15, 3V/15] with div_value 4 (fairseq's factor 4).
-SIZE, LAYERS, CUTOFFS = 300, 4, "2220,6656"
-STREAMS, TOKENS_PER_SAMPLE = 48, 70
-COMMON = ["--task", "language_modeling_freqsorted", "--user-dir", os.path.join(ROOT, "fairseq_adasoft"),
+# The seed experiment's sizes (its preset's width and depth, the main job's batch
+# shape) and its cutoffs as word ids of WikiText-2's dictionary, the form fairseq's
+# lstm_lm takes, with div_value 4 (fairseq's factor 4).
+SEED = ARCHITECTURES["qrnn_lm_wikitext2_seed"]
+WIKITEXT2_VOCAB = 33_280  # 33,276 words and fairseq's 4 special symbols
+SIZE, LAYERS = SEED["hidden_size"], SEED["num_layers"]
+CUTOFFS = ",".join(map(str, parse_cutoffs(SEED["adaptive_softmax_cutoff"], WIKITEXT2_VOCAB)))
+STREAMS, TOKENS_PER_SAMPLE = MAIN_JOB["batch_size"], MAIN_JOB["tokens_per_sample"]
+# glibc's malloc otherwise hands large activations back to the OS after every step (as train.sh).
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+COMMON = ["--task", "language_modeling_freqsorted", "--user-dir", PLUGIN_DIR,
           "--tokens-per-sample", str(TOKENS_PER_SAMPLE), "--batch-size", str(STREAMS), "--optimizer", "adam", "--lr", "0.002",
           "--clip-norm", "0.25", "--cpu", "--disable-validation", "--no-save", "--seed", "1",
           "--log-format", "json", "--log-interval", "10"]
@@ -46,7 +53,7 @@ SKIP_INTERVALS = 1  # the first log interval includes start-up and warm-up
 
 
 def run(name, args, updates):
-    env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_="100000000000")
+    env = dict(os.environ, **MALLOC_ENV)
     cmd = [os.path.join(BIN, "fairseq-train"), DATA, *COMMON, *args, "--max-update", str(updates)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:

@@ -25,17 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import ROOT, write_result
+from benchmarks.common import DATA, write_result
+from fairseq_adasoft.modules.cutoff_search import seed_rule_cutoffs
+from fairseq_adasoft.presets import ARCHITECTURES, MAIN_JOB
 
-T, B = 70, 48  # recipes/wikitext2/train.sh: 48 streams of 70-token blocks
-N = T * B  # 3,360 tokens per update
-D = 400  # fairseq_adasoft/models/qrnn_lm.py embed_dim (AWD-QRNN emsize 400)
-DIV = 4.0  # qrnn_lm.py adaptive_softmax_div_value; fairseq's --adaptive-softmax-factor default
+MODEL = ARCHITECTURES[MAIN_JOB["arch"]]
+T, B = MAIN_JOB["tokens_per_sample"], MAIN_JOB["batch_size"]  # the main job's batch shape
+N = T * B  # tokens per update
+D = MODEL["embed_dim"]  # what the output layer reads (AWD-QRNN's emsize)
+DIV = MODEL["adaptive_softmax_div_value"]  # fairseq's --adaptive-softmax-factor default too
 N_SPECIAL, PAD = 4, 1  # fairseq Dictionary: <s>=0 <pad>=1 </s>=2 <unk>=3; adaptive_loss ignores PAD
-WT2_DICT = os.path.join(ROOT, "data-bin", "wikitext-2", "dict.txt")  # "word count", by decreasing count
+WT2_DICT = os.path.join(DATA, "dict.txt")  # "word count", by decreasing count
 SETTINGS = {
-    # WikiText-2: 33,276 types + 4 specials; the seed's cutoffs [V/15, 3V/15] (recipes/wikitext2/train.sh)
-    "wikitext2": dict(V=33_280, cutoffs=[round(33_280 / 15), 3 * round(33_280 / 15)], targets="unigram"),
+    # WikiText-2: 33,276 types + 4 specials; the seed's cutoffs [V/15, 3V/15]
+    "wikitext2": dict(V=33_280, cutoffs=seed_rule_cutoffs(33_280), targets="unigram"),
     # WikiText-103: 267,735 types (Merity et al. 2016) + 4 specials, padded to a multiple of 8 by
     # fairseq-preprocess; cutoffs from fairseq/config/model/transformer_lm/transformer_lm_wiki103.yaml
     "wikitext103": dict(V=267_744, cutoffs=[20_000, 60_000], targets="zipf"),

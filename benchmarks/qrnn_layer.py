@@ -20,10 +20,12 @@ import torch
 
 from benchmarks import common
 from fairseq_adasoft.modules import QRNN, QRNNLayer
+from fairseq_adasoft.presets import ARCHITECTURES, MAIN_JOB
 
-# The seed experiment: bptt 70, batch 48, 300 units (issue #3's measurements).
-T, B, SEED_UNITS = 70, 48, 300
-NUM_LAYERS = 4
+# The seed experiment's model at the main job's batch shape.
+SEED = ARCHITECTURES["qrnn_lm_wikitext2_seed"]
+T, B, SEED_UNITS = MAIN_JOB["tokens_per_sample"], MAIN_JOB["batch_size"], SEED["hidden_size"]
+NUM_LAYERS = SEED["num_layers"]
 WARMUP = 3
 ITERS_PER_REPEAT = 10
 GOAL_LAYER_VS_FLOOR = 1.3

@@ -1,6 +1,7 @@
 """How the output layer's cost grows with the vocabulary: full softmax
 against the adaptive softmax, forward + backward + summed loss on this CPU,
-N = 3,360 tokens, d = 400, Zipf-distributed targets (p(rank r) ∝ 1/r).
+at the main job's tokens per update N and width d (``benchmarks.output_layer``),
+Zipf-distributed targets (p(rank r) ∝ 1/r).
 
 The adaptive softmax runs with two cutoff choices per V: the seed's rule
 [V/15, 3V/15], and ``--adaptive-softmax-cutoff auto`` (the cutoffs that the
@@ -19,14 +20,14 @@ import torch
 
 from benchmarks.common import write_result
 from benchmarks.output_layer import D, DIV, N, N_SPECIAL, run_one, target_probs
-from fairseq_adasoft.modules.cutoff_search import DEFAULT_COST_MODEL, auto_cutoffs
+from fairseq_adasoft.modules.cutoff_search import DEFAULT_COST_MODEL, auto_cutoffs, seed_rule_cutoffs
 
 # The issue's sizes: 10k, WikiText-2 (33,280 with specials), 100k, WikiText-103 (267,744).
 VOCABULARIES = (10_000, 33_280, 100_000, 267_744)
 
 
 def cutoff_choices(V: int) -> dict:
-    seed_rule = [round(V / 15), 3 * round(V / 15)]
+    seed_rule = seed_rule_cutoffs(V)
     counts = (target_probs({"V": V, "targets": "zipf"}) * 1e9).tolist()  # expected counts, ids in frequency order
     return {"seed_rule": seed_rule, "auto": auto_cutoffs(counts, D, DIV, N, DEFAULT_COST_MODEL)}
 

@@ -1,12 +1,11 @@
 """How many epochs of WikiText-2 each QRNN width fits in run.sh's hour, on this machine.
 
 The hour's perplexity is a trade between a wider model and more passes over
-the data (README, "Best CPU model", steps 12-15). This measures the trade's
-second half: the end-to-end training words/s (fairseq's own log) of
-``qrnn_lm_wikitext2`` as recipes/wikitext2/run.sh trains it, at each
-``--hidden-size``, and the epochs those words/s give in ``--hours`` of
-training. Validation and checkpoints are left out, so the epochs are an upper
-bound: run.sh's hour runs validate for ~10 s an epoch.
+the data. This measures the trade's second half: the end-to-end training
+words/s (fairseq's own log) of the main job's model as
+recipes/wikitext2/run.sh trains it, at each ``--hidden-size``, and the epochs
+those words/s give in ``--hours`` of training. Validation and checkpoints are
+left out, so the epochs are an upper bound.
 
     python -m benchmarks.width_throughput [--widths 500,600,800,1000,1200] [--updates 60] [--tag NAME]
 
@@ -18,26 +17,18 @@ Needs recipes/wikitext2/prepare.sh to have run (data-bin/wikitext-2).
 import argparse
 import os
 
-from benchmarks.common import tagged, write_result
-from benchmarks.lm_throughput import DATA, STREAMS, TOKENS_PER_SAMPLE, run
-from fairseq_adasoft.modules.precision import cpu_has_native_bf16
+from benchmarks.common import DATA, tagged, write_result
+from benchmarks.lm_throughput import STREAMS, TOKENS_PER_SAMPLE, run
+from fairseq_adasoft.modules.hardware import cpu_has_native_bf16
+from fairseq_adasoft.presets import MAIN_JOB
+from fairseq_adasoft.record import train_tokens
 
 SECONDS_PER_HOUR = 3600
-# run.sh's model and output layer (recipes/wikitext2/run.sh MAIN_FLAGS, train.sh's
-# adaptive cutoffs [V/15, 3V/15]) and its peak learning rate; the width is added per run.
-RUN_SH_MODEL = ["--arch", "qrnn_lm_wikitext2", "--stateful-bptt", "--tie-adaptive-weights",
-                "--criterion", "adaptive_softmax", "--adaptive-softmax-cutoff", "0.0667,0.2", "--lr", "0.006"]
+# run.sh's model (the main job's architecture, with its cutoffs, and run.sh's
+# MAIN_FLAGS) and its peak learning rate; the width is added per run.
+RUN_SH_MODEL = ["--arch", MAIN_JOB["arch"], *MAIN_JOB["train_flags"].split(),
+                "--criterion", "adaptive_softmax", "--lr", str(MAIN_JOB["lr"])]
 BF16 = ["--cpu-autocast-bf16"]
-
-
-def train_tokens(data: str) -> int:
-    """Tokens in one epoch of ``data``'s train split (with fairseq-preprocess's end-of-line tokens)."""
-    from fairseq.data import Dictionary
-
-    from fairseq_adasoft.tasks.language_modeling_freqsorted import train_split
-
-    dataset = train_split(data, Dictionary.load(os.path.join(data, "dict.txt")))
-    return int(dataset.sizes.sum())
 
 
 def epochs_in(hours: float, words_per_s: float, tokens_per_epoch: int) -> float:
@@ -59,7 +50,7 @@ def main():
     parser.add_argument("--widths", default="500,600,800,1000,1200",
                         help="comma-separated --hidden-size values (every QRNN layer but the last)")
     parser.add_argument("--updates", type=int, default=60, help="updates per width (log every 10)")
-    parser.add_argument("--hours", type=float, default=0.98,
+    parser.add_argument("--hours", type=float, default=MAIN_JOB["stop_time_hours"],
                         help="training time to count epochs in (run.sh's hour guard, STOP_TIME_HOURS)")
     parser.add_argument("--tag", default="", help="suffix of the results file's name, e.g. avx2")
     args = parser.parse_args()

@@ -3,7 +3,8 @@
 Importing the package registers, with fairseq's registries, the ``qrnn_lm``
 architecture family, the ``adaptive_softmax`` criterion, the
 ``language_modeling_freqsorted`` task and the ``timed_polynomial_decay``
-learning-rate schedule (``--user-dir`` does this import).
+learning-rate schedule (``--user-dir`` does this import);
+``python -m fairseq_adasoft --help`` lists the flags they add.
 ``fairseq_adasoft.modules`` needs torch alone, so without fairseq installed
 the package imports with nothing to register.
 """

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project's virtualenv with torch, fairseq and this plugin.
 #
-# Hardware: any; a fresh machine needs ~5 minutes (fairseq compiles C++
+# Hardware: any; a fresh machine needs minutes (fairseq compiles C++
 # extensions), a second run takes seconds.
 # TORCH_SPEC picks the torch build, e.g. for CUDA 12.1:
 #   TORCH_SPEC="torch==2.4.1 --index-url https://download.pytorch.org/whl/cu121"

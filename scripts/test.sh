@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up the environment if needed, then run the whole test suite
-# (unit and end-to-end; 7-9 minutes on 2 CPU cores, plus set-up).
+# Set up the environment if needed, then run the whole test suite (unit and
+# end-to-end). Its time on this machine: python -m benchmarks.test_suite
+# records it in benchmarks/results/test_suite.json. Arguments go on to pytest.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$ROOT/scripts/setup_env.sh"

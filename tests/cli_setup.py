@@ -4,8 +4,7 @@ and the test split's nll computed directly from a checkpoint."""
 import torch
 
 import fairseq_adasoft  # noqa: F401  (registers the task for the in-process checkpoint load)
-from benchmarks.record_wikitext2_run import EVAL_RE  # noqa: F401  (fairseq-eval-lm's result line)
-from fairseq_adasoft.logs import json_records
+from fairseq_adasoft.logs import EVAL_RE, json_records  # noqa: F401  (EVAL_RE: fairseq-eval-lm's result line)
 
 MODEL = ["--embed-dim", "32", "--hidden-size", "48", "--num-layers", "2",
          "--dropout", "0", "--dropout-input", "0", "--dropout-hidden", "0",

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from benchmarks import common, qrnn_layer
+from fairseq_adasoft.modules.hardware import cpu_has_native_bf16
 
 SLEEP_S = 0.002  # long enough to dominate a call's own overhead
 
@@ -84,3 +85,22 @@ def test_width_benchmark_refuses_widths_it_cannot_read():
     for bad in ("500,wide", "0,800", ""):
         with pytest.raises(ValueError, match="--widths"):
             parse_widths(bad)
+
+
+def test_cpu_bf16_benchmark_names_its_file_by_the_cpu(tmp_path, monkeypatch):
+    """The benchmark behind the refusal's figures, at toy sizes."""
+    from benchmarks import common, cpu_bf16
+
+    monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path))
+    for name, value in (("T", 5), ("B", 3), ("EMBED", 8), ("HIDDEN", 16)):
+        monkeypatch.setattr(cpu_bf16, name, value)
+    monkeypatch.setattr("sys.argv", ["cpu_bf16", "--repeats", "2"])
+    cpu_bf16.main()
+    capability = torch.backends.cpu.get_cpu_capability()
+    result = json.loads((tmp_path / f"cpu_bf16_{capability.lower()}.json").read_text())
+    assert result["machine"]["cpu_capability"] == capability
+    assert result["machine"]["cpu_native_bf16"] == cpu_has_native_bf16()
+    assert "native_bf16" not in result  # recorded once, under "machine"
+    assert result["shape"] == {"T": 5, "B": 3, "embed": 8, "hidden": 16, "layers": cpu_bf16.LAYERS}
+    for entry in result["results"].values():
+        assert entry["bf16_vs_fp32"] == pytest.approx(entry["bf16_ms"]["median"] / entry["fp32_ms"]["median"])

@@ -1,7 +1,6 @@
 """--cpu-autocast-bf16: its numerics, and its refusal to train on a CPU without
 bf16 matmul instructions, where torch's bf16 matmuls crawl."""
 
-import json
 import logging
 import os
 import platform
@@ -9,8 +8,8 @@ import platform
 import pytest
 import torch
 
-from fairseq_adasoft.models import qrnn_lm
-from fairseq_adasoft.modules.precision import cpu_has_native_bf16
+from fairseq_adasoft.models import qrnn_decoder
+from fairseq_adasoft.modules.hardware import cpu_has_native_bf16
 from fairseq_setup import SMALL_MODEL, build
 from test_fairseq_components import ADAPTIVE, batch
 
@@ -19,12 +18,12 @@ from test_fairseq_components import ADAPTIVE, batch
 def native_bf16(monkeypatch):
     """Behave as on a CPU with bf16 instructions: the numerics are the same on
     any CPU, only slower without them."""
-    monkeypatch.setattr(qrnn_lm, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(qrnn_decoder, "cpu_has_native_bf16", lambda: True)
 
 
 @pytest.fixture
 def no_native_bf16(monkeypatch):
-    monkeypatch.setattr(qrnn_lm, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(qrnn_decoder, "cpu_has_native_bf16", lambda: False)
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64" or not os.path.exists("/proc/cpuinfo"),
@@ -87,30 +86,11 @@ def test_a_bf16_model_still_evaluates_without_bf16_instructions(data_bin, monkey
     task, model, criterion = build(data_bin, *ADAPTIVE, "--cpu-autocast-bf16")
     model.eval()
     sample = batch(task)
-    monkeypatch.setattr(qrnn_lm, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(qrnn_decoder, "cpu_has_native_bf16", lambda: True)
     expected = criterion(model, sample)[0]
-    monkeypatch.setattr(qrnn_lm, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(qrnn_decoder, "cpu_has_native_bf16", lambda: False)
     with caplog.at_level(logging.WARNING):
         for _ in range(2):
             assert torch.equal(criterion(model, sample)[0], expected)  # the same bf16 numerics
     warnings = [r.getMessage() for r in caplog.records if "no bf16 matmul instructions" in r.getMessage()]
     assert len(warnings) == 1 and "cpu_autocast_bf16': False" in warnings[0]  # once, with the way out
-
-
-def test_cpu_bf16_benchmark_names_its_file_by_the_cpu(tmp_path, monkeypatch):
-    """The benchmark behind the refusal's figures, at toy sizes."""
-    from benchmarks import common, cpu_bf16
-
-    monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path))
-    for name, value in (("T", 5), ("B", 3), ("EMBED", 8), ("HIDDEN", 16)):
-        monkeypatch.setattr(cpu_bf16, name, value)
-    monkeypatch.setattr("sys.argv", ["cpu_bf16", "--repeats", "2"])
-    cpu_bf16.main()
-    capability = torch.backends.cpu.get_cpu_capability()
-    result = json.loads((tmp_path / f"cpu_bf16_{capability.lower()}.json").read_text())
-    assert result["machine"]["cpu_capability"] == capability
-    assert result["machine"]["cpu_native_bf16"] == cpu_has_native_bf16()
-    assert "native_bf16" not in result  # recorded once, under "machine"
-    assert result["shape"] == {"T": 5, "B": 3, "embed": 8, "hidden": 16, "layers": cpu_bf16.LAYERS}
-    for entry in result["results"].values():
-        assert entry["bf16_vs_fp32"] == pytest.approx(entry["bf16_ms"]["median"] / entry["fp32_ms"]["median"])

@@ -8,7 +8,8 @@ import copy
 import pytest
 import torch
 
-from fairseq_adasoft.modules import QRNN, AdaptiveSoftmax, forget_mult, forget_mult_reference
+from fairseq_adasoft.modules import QRNN, AdaptiveSoftmax, forget_mult
+from references import forget_mult_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

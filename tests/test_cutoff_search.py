@@ -6,6 +6,7 @@ from fairseq_adasoft.modules.cutoff_search import (
     auto_cutoffs,
     expected_cost,
     measure_cost_model,
+    seed_rule_cutoffs,
 )
 
 V, D, DIV, BATCH_TOKENS = 33_280, 400, 4.0, 3360
@@ -22,7 +23,7 @@ def test_auto_cutoffs_are_valid_and_cheaper_than_the_seed_rule(exponent):
     assert 1 <= len(cutoffs) <= 4
     assert all(a < b for a, b in zip(cutoffs, cutoffs[1:])) and 0 < cutoffs[0] and cutoffs[-1] < V
     assert sum(counts[: cutoffs[0]]) >= MIN_HEAD_COVERAGE * sum(counts)
-    seed = [round(V / 15), 3 * round(V / 15)]
+    seed = seed_rule_cutoffs(V)
     cost = lambda c: expected_cost(c, counts, D, DIV, BATCH_TOKENS, DEFAULT_COST_MODEL)  # noqa: E731
     assert cost(cutoffs) < cost(seed)
 

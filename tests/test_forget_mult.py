@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from fairseq_adasoft.modules import forget_mult, forget_mult_reference
+from fairseq_adasoft.modules import forget_mult
+from references import forget_mult_reference
 
 T, B, H = 9, 3, 5
 

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from fairseq_adasoft.modules import NeuralCache, plain_cache_probs
+from fairseq_adasoft.modules import NeuralCache
+from references import plain_cache_probs
 
 B, L, C, V = 3, 23, 6, 11  # streams, stream length, features, vocabulary
 PAD = 1

@@ -7,10 +7,11 @@ import sys
 import pytest
 import torch
 
-from benchmarks import tune_neural_cache
 from cli_setup import EVAL_RE, MODEL, TRAIN
 from conftest import PLUGIN, fairseq_cli, run
-from fairseq_adasoft.modules import NeuralCache, plain_cache_probs
+from fairseq_adasoft import tune_cache
+from fairseq_adasoft.modules import NeuralCache
+from references import plain_cache_probs
 
 pytestmark = pytest.mark.slow
 
@@ -66,9 +67,9 @@ def test_eval_lm_with_the_cache_equals_the_formula_over_the_whole_stream(data_bi
 
 
 def test_tuner_scores_as_eval_lm_does(data_bin, checkpoint):
-    model, batches, pad = tune_neural_cache.load(str(data_bin), str(checkpoint), "valid", streams=3)
-    split = tune_neural_cache.read_split(model, batches, pad)
-    result = tune_neural_cache.tune(split, pad, sizes=(SIZE,), thetas=(THETA,), lambdas=(LAMBDA, 0.1))
+    model, batches, pad = tune_cache.load(str(data_bin), str(checkpoint), "valid", streams=3)
+    split = tune_cache.read_split(model, batches, pad)
+    result = tune_cache.tune(split, pad, sizes=(SIZE,), thetas=(THETA,), lambdas=(LAMBDA, 0.1))
     _, out = evaluate(data_bin, checkpoint, "--gen-subset", "valid", "--stateful-bptt", "--batch-size", "3", *CACHE)
     _, plain = evaluate(data_bin, checkpoint, "--gen-subset", "valid", "--stateful-bptt", "--batch-size", "3")
     assert result["grid"][0] == {"size": SIZE, "theta": THETA, "lambda": LAMBDA, "perplexity": pytest.approx(
@@ -91,4 +92,4 @@ def test_cache_is_refused_where_it_cannot_work(data_bin, checkpoint, tmp_path):
 def test_tuner_refuses_the_test_split(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "argv", ["tune", "--data", str(tmp_path), "--save-dir", str(tmp_path), "--subset", "test"])
     with pytest.raises(ValueError, match="--subset test: tune on a validation split"):
-        tune_neural_cache.main()
+        tune_cache.main()

@@ -3,8 +3,7 @@ import json
 import pytest
 import torch
 
-from benchmarks import record_wikitext2_run
-from benchmarks.record_tuning import record
+from fairseq_adasoft.record import record_run, record_tuning
 
 
 def fake_run(path, lr, streams, valid_ppls, hidden_size=800):
@@ -37,7 +36,7 @@ def test_tuning_runs_are_read_from_their_own_checkpoints_and_logs(tmp_path):
         "slow": fake_run(tmp_path / "a", 0.002, 48, [300.0, 250.0]),
         "fast": fake_run(tmp_path / "b", 0.004, 24, [280.0, 240.5]),
     }
-    result = record(runs)
+    result = record_tuning(runs)
     fast = result["runs"]["fast"]
     assert fast["settings"]["lr"] == 0.004 and fast["settings"]["streams"] == 24
     assert fast["settings"]["stateful_bptt"] is True and fast["settings"]["hidden_size"] == 800
@@ -53,7 +52,7 @@ def test_a_run_without_a_checkpoint_is_named(tmp_path):
     fake = fake_run(tmp_path / "ok", 0.002, 48, [300.0])
     (tmp_path / "empty" / "train.log").write_text((tmp_path / "ok" / "train.log").read_text())
     with pytest.raises(ValueError, match="empty/checkpoint_last.pt not found"):
-        record({"ok": fake, "broken": str(tmp_path / "empty")})
+        record_tuning({"ok": fake, "broken": str(tmp_path / "empty")})
 
 
 def test_labelled_arguments_keep_their_order_and_name_the_flag_when_malformed():
@@ -73,7 +72,7 @@ def test_a_main_run_records_the_sizes_its_checkpoint_trained_with(tmp_path):
     for split, ppl in (("valid", 133.5), ("test", 127.61)):
         (tmp_path / "run" / f"eval_{split}.log").write_text(
             f"INFO | fairseq_cli.eval_lm | Loss (base 2): 7.0, Perplexity: {ppl}\n")
-    result = record_wikitext2_run.record(save_dir, "qrnn_lm_wikitext2, --hidden-size 600")
+    result = record_run(save_dir, "qrnn_lm_wikitext2, --hidden-size 600")
     assert result["config"] == "embedding 400, 4 x 600 QRNN; qrnn_lm_wikitext2, --hidden-size 600"
     assert result["settings"]["hidden_size"] == 600 and result["settings"]["lr"] == 0.006
     assert result["test"]["perplexity"] == 127.61 and result["valid"]["perplexity"] == 133.5
@@ -81,3 +80,15 @@ def test_a_main_run_records_the_sizes_its_checkpoint_trained_with(tmp_path):
     assert result["train"]["train_ppl_per_epoch"] == [100.0, 90.0]
     # One record per update, however often fairseq repeated it.
     assert result["train"]["train_wps_per_log_interval"] == {"min": 4000.0, "median": 4500.0, "max": 5000.0}
+
+
+def test_the_recorder_command_writes_a_subcommands_payload_with_its_note(tmp_path, monkeypatch):
+    from fairseq_adasoft import record
+
+    runs = [f"slow={fake_run(tmp_path / 'a', 0.002, 48, [300.0])}", f"fast={fake_run(tmp_path / 'b', 0.004, 24, [280.0])}"]
+    monkeypatch.setattr("sys.argv", ["record", "tuning", "--name", "toy", "--command", "bash tune.sh",
+                                     "--note", "a toy", "--results-dir", str(tmp_path / "results"), "--run", *runs])
+    record.main()
+    result = json.loads((tmp_path / "results" / "toy.json").read_text())
+    assert result["command"] == "bash tune.sh" and result["note"] == "a toy"
+    assert list(result["runs"]) == ["slow", "fast"] and result["best_valid"] == "fast"

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fairseq_setup import SMALL_MODEL, build
+from references import target_positions
 
 NO_DROPOUT = ["--dropout", "0", "--dropout-input", "0", "--dropout-hidden", "0",
               "--dropout-embed", "0", "--weight-drop", "0"]
@@ -35,7 +36,7 @@ def test_every_token_is_a_target_exactly_once_across_processes(data_bin, num_sha
         lengths.add(len(samples))
         for k, sample in enumerate(samples):
             assert sample["net_input"]["stream"]["batch"] == k  # in order
-            pos = batches.target_positions(k)  # B x T, -1 at padding
+            pos = target_positions(batches, k)  # B x T, -1 at padding
             real = pos.ge(0)
             assert sample["ntokens"] == int(real.sum())
             assert torch.equal(sample["target"][real], tokens[pos[real]])
@@ -81,7 +82,7 @@ def test_carried_state_is_saved_and_restored_with_the_weights(data_bin):
 
 
 def test_ddp_ranks_share_their_rows_for_the_checkpoint(data_bin, monkeypatch):
-    """Rank 0 saves the checkpoint: the task's all-reduce gives it every rank's rows."""
+    """Rank 0 saves the checkpoint: the all-reduce the task hands the model gives it every rank's rows."""
     from fairseq.distributed import utils as distributed_utils
 
     task, model, criterion = stateful_task(data_bin)

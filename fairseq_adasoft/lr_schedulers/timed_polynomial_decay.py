@@ -3,10 +3,10 @@ by training seconds instead of updates, so that it ends exactly when
 ``--stop-time-hours`` stops training.
 
 A schedule over updates has to guess how many updates fit a time budget. That
-guess differs by machine: the same 4 x 800 model trains at 1.95-2.36k words/s
-in fp32 on AVX2 CPUs and 4.2-4.9k in bf16 (benchmarks/results/wikitext2_main*.json),
-so a fixed epoch count either leaves part of the hour unused or is cut by the
-guard before its learning rate has decayed.
+guess differs by machine (the same model trains much faster in bf16 on a CPU
+with bf16 instructions than in fp32 on an AVX2 CPU), so a fixed epoch count
+either leaves part of the hour unused or is cut by the guard before its
+learning rate has decayed.
 """
 
 import time

@@ -1,8 +1,9 @@
 """Plain torch modules (no fairseq imports): QRNN, ForgetMult, adaptive softmax, dropout,
-neural cache."""
+continuous cache, the stateful-BPTT stream state."""
 
 from .adaptive_softmax import AdaptiveSoftmax, is_fraction_spec, parse_cutoffs, validate_cutoffs  # noqa: F401
 from .dropout import LockedDropout, embedding_dropout  # noqa: F401
-from .forget_mult import ForgetMultFunction, forget_mult, forget_mult_reference  # noqa: F401
-from .neural_cache import CacheMemory, NeuralCache, plain_cache_probs  # noqa: F401
+from .forget_mult import ForgetMultFunction, forget_mult  # noqa: F401
+from .neural_cache import CacheMemory, NeuralCache  # noqa: F401
 from .qrnn import QRNN, QRNNLayer  # noqa: F401
+from .stream_state import StreamState  # noqa: F401

@@ -61,13 +61,13 @@ def is_fraction_spec(spec: str) -> bool:
 
 def parse_cutoffs(spec: str, vocab_size: int, flag: str = "--adaptive-softmax-cutoff") -> List[int]:
     """Read cutoffs given as word ids (``2000,6000``) or as fractions of the
-    vocabulary (``0.0667,0.2``: every value below 1), and validate them."""
+    vocabulary (``0.1,0.3``: every value below 1), and validate them."""
     try:
         values = [float(v) for v in spec.split(",") if v.strip()]
     except ValueError:
         raise ValueError(
             f"{flag}={spec!r} is not a comma-separated list of word ids or of fractions of "
-            f"the vocabulary, e.g. '2000,6000' or '0.0667,0.2'"
+            f"the vocabulary, e.g. '2000,6000' or '0.1,0.3'"
         ) from None
     if is_fraction_spec(spec):
         return validate_cutoffs([round(v * vocab_size) for v in values], vocab_size, flag)
@@ -85,8 +85,8 @@ class SoftmaxNLL(torch.autograd.Function):
     log-probabilities in place of the logits (the same memory; the logits are
     freed), never zero-fills an N x C gradient as log_softmax + gather's
     backward does, and with ``inplace_backward`` turns the saved tensor into
-    the gradient instead of allocating another N x C one (11% of the layer's
-    time at V = 267,744 on CPU). That backward can then run only once."""
+    the gradient instead of allocating another N x C one (a large share of the
+    layer's time at a large V on CPU). That backward can then run only once."""
 
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor, inplace_backward: bool) -> Tensor:

@@ -2,21 +2,18 @@
 
     c_t = f_t * c_{t-1} + (1 - f_t) * z_t
 
-Two implementations with one contract, ``(f, z, c0) -> c`` with ``f, z`` of
-shape ``T x B x H``, ``c0`` of shape ``B x H`` (or None for zeros), and ``c`` of
-shape ``T x B x H`` in the dtype of ``z``:
-
-* ``forget_mult_reference``: the plain loop, differentiated by autograd. It is
-  the definition the tests compare against.
-* ``ForgetMultFunction``: one autograd node with a hand-written backward
-  (instead of ~3T nodes). Its two linear recurrences (forward over time, and
-  the gradient backwards over time) run either as a plain loop (``"loop"``, best
-  on CPU, where each step is one fused ``addcmul``) or as a parallel
-  Hillis-Steele scan (``"scan"``, best on GPU: log2(T) rounds of whole-tensor
-  ops instead of T tiny kernel launches). The scan combines (f, u) pairs
-  directly, never in log space, so its results differ from the loop's only by
-  rounding. Half and bfloat16 inputs run in fp32: the running cell state is a
-  long product of factors in (0, 1) and loses all precision in 16-bit sums.
+``ForgetMultFunction`` computes ``(f, z, c0) -> c`` with ``f, z`` of shape
+``T x B x H``, ``c0`` of shape ``B x H`` (or None for zeros), and ``c`` of
+shape ``T x B x H`` in the dtype of ``z``, as one autograd node with a
+hand-written backward (instead of ~3T nodes). Its two linear recurrences
+(forward over time, and the gradient backwards over time) run either as a
+plain loop (``"loop"``, best on CPU, where each step is one fused
+``addcmul``) or as a parallel Hillis-Steele scan (``"scan"``, best on GPU:
+log2(T) rounds of whole-tensor ops instead of T tiny kernel launches). The
+scan combines (f, u) pairs directly, never in log space, so its results
+differ from the loop's only by rounding. Half and bfloat16 inputs run in
+fp32: the running cell state is a long product of factors in (0, 1) and
+loses all precision in 16-bit sums.
 """
 
 from typing import Optional
@@ -25,16 +22,6 @@ import torch
 from torch import Tensor
 
 from .precision import accumulation_dtype
-
-
-def forget_mult_reference(f: Tensor, z: Tensor, c0: Optional[Tensor] = None) -> Tensor:
-    """The recurrence written as literally as possible (for tests)."""
-    c_prev = torch.zeros_like(z[0]) if c0 is None else c0
-    outputs = []
-    for f_t, z_t in zip(f.unbind(0), z.unbind(0)):
-        c_prev = f_t * c_prev + (1 - f_t) * z_t
-        outputs.append(c_prev)
-    return torch.stack(outputs)  # T x B x H
 
 
 def linear_recurrence_loop(a: Tensor, b: Tensor, h0: Optional[Tensor] = None) -> Tensor:

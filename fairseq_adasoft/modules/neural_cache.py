@@ -9,9 +9,6 @@ Position t reads it as
 No parameter is trained: ``size``, ``theta`` and ``lambda`` are tuned on the
 validation split. The memory carries over from batch to batch of contiguous
 streams, as the QRNN's state does under stateful BPTT.
-
-``plain_cache_probs`` is a per-position loop written from the formula above;
-tests compare ``CacheMemory`` against it.
 """
 
 import math
@@ -109,17 +106,3 @@ class NeuralCache:
         mixed = torch.logaddexp(lp + math.log1p(-self.lam), torch.log(self.lam * cache_probs))
         return torch.where(remembered, mixed, lp)
 
-
-def plain_cache_probs(hidden: Tensor, inputs: Tensor, size: int, theta: float, vocab_size: int) -> Tensor:
-    """p_cache at every position of one whole stream, by the formula, one
-    position at a time: T x C hidden states, T words read -> T x V (zero rows
-    where nothing is remembered)."""
-    T = hidden.size(0)
-    probs = torch.zeros(T, vocab_size, dtype=torch.float64)
-    h = hidden.double()
-    for t in range(1, T):
-        past = range(max(0, t - size), t)
-        scores = torch.stack([theta * h[t].dot(h[i]) for i in past])
-        for i, w in zip(past, torch.softmax(scores, dim=0)):
-            probs[t, inputs[i + 1]] += w
-    return probs

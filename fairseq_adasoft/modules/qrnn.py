@@ -14,7 +14,6 @@ elementwise fo-pooling recurrence (``forget_mult``) sequentially:
 (``T x B x C``), ``forward(input, hidden=None) -> (output, hidden)``.
 """
 
-import functools
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 
 from .dropout import LockedDropout
 from .forget_mult import forget_mult
+from .hardware import cpu_conv_gates_pay
 
 # Per-layer recurrent state: the last cell state c_T (B x H) and, for
 # window 2, the last input x_T (B x C) that the next chunk's first step sees.
@@ -30,18 +30,6 @@ LayerState = Tuple[Tensor, Optional[Tensor]]
 
 NUM_GATES_WITH_OUTPUT = 3  # Z, F, O
 NUM_GATES_WITHOUT_OUTPUT = 2  # Z, F
-# torch's CPU capability on which oneDNN's conv1d matched or beat the GEMM for
-# window-2 gates (benchmarks/results/qrnn_layer_cpu*.json). On AVX2 its
-# backward-weights kernel is slow, and a window-2 layer with GEMM gates is
-# 1.08x (300 units) to 1.71x (400 -> 800) faster (qrnn_layer_cpu_avx2*.json).
-CONV_GATES_CPU_CAPABILITY = "AVX512"
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_conv_gates_pay() -> bool:
-    """Whether window-2 gates run faster as oneDNN's conv1d on this CPU."""
-    return torch.backends.cpu.get_cpu_capability() == CONV_GATES_CPU_CAPABILITY
-
 
 class QRNNLayer(nn.Module):
     """One QRNN layer with fo-pooling (or f-pooling when ``output_gate=False``).
@@ -91,9 +79,8 @@ class QRNNLayer(nn.Module):
     def _resolved_gate_op(self, x: Tensor) -> str:
         if self.gate_op != "auto":
             return self.gate_op
-        # Measured by benchmarks/qrnn_layer.py: for window 2 on an AVX-512 CPU
-        # oneDNN's conv1d beats a Linear over [x_{t-1}, x_t]; on CUDA and on
-        # AVX2 CPUs the GEMM wins.
+        # For window 2 on an AVX-512 CPU oneDNN's conv1d beats a Linear over
+        # [x_{t-1}, x_t]; on CUDA and AVX2 the GEMM wins.
         conv_pays = self.window == 2 and x.device.type == "cpu" and cpu_conv_gates_pay()
         return "conv" if conv_pays else "linear"
 

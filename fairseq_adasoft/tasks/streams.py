@@ -18,12 +18,15 @@ Each batch carries ``net_input["stream"] = {"name", "batch", "first_row",
 the streams afresh) and the rows it owns in the global S-stream state.
 """
 
+import logging
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from fairseq.data import FairseqDataset
+from fairseq.data import FairseqDataset, data_utils, iterators
+
+logger = logging.getLogger(__name__)
 
 
 def stream_bounds(num_tokens: int, num_streams: int) -> np.ndarray:
@@ -37,6 +40,35 @@ def stream_bounds(num_tokens: int, num_streams: int) -> np.ndarray:
     lengths = np.full(num_streams, base, dtype=np.int64)
     lengths[:extra] += 1
     return np.concatenate([[0], np.cumsum(lengths)])
+
+
+def load_token_stream(path: str, split: str, dictionary, dataset_impl=None, combine=False,
+                      old_to_new: Optional[torch.Tensor] = None) -> "TokenStream":
+    """The binarized split at ``path`` as one stream, its ids mapped through
+    ``old_to_new`` when the dictionary was re-sorted."""
+    lines = data_utils.load_indexed_dataset(path, dictionary, dataset_impl, combine=combine)
+    if lines is None or len(lines) == 0:
+        raise ValueError(f"--stateful-bptt: no {split!r} split at {path}.{{bin,idx}}: binarize it with fairseq-preprocess")
+    tokens = torch.from_numpy(np.concatenate([lines[i].numpy() for i in range(len(lines))]).astype(np.int32))
+    if old_to_new is not None:  # binarized with the file's ids
+        tokens = old_to_new[tokens.long()].int()
+    logger.info("--stateful-bptt: %s is one stream of %d tokens", split, len(tokens))
+    return TokenStream(split, tokens, eos=dictionary.eos(), pad=dictionary.pad())
+
+
+def stream_batch_iterator(stream: "TokenStream", streams_per_shard: Optional[int], tokens_per_sample: int,
+                          num_shards: int = 1, shard_id: int = 0, seed: int = 1, num_workers: int = 0,
+                          epoch: int = 1, data_buffer_size: int = 0) -> iterators.EpochBatchIterator:
+    """fairseq's epoch iterator over this shard's batches of ``stream``, in order."""
+    if not streams_per_shard:
+        raise ValueError("--stateful-bptt batches whole streams: set --batch-size (streams per process; "
+                         "--batch-size-valid for validation) instead of --max-tokens")
+    batches = StreamBatches(stream, streams_per_shard, tokens_per_sample, num_shards, shard_id)
+    # One item of ``batches`` is one whole batch, and order matters: no shuffling.
+    return iterators.EpochBatchIterator(
+        dataset=batches, collate_fn=batches.collater, batch_sampler=[[k] for k in range(len(batches))],
+        seed=seed, num_workers=num_workers, epoch=epoch, buffer_size=data_buffer_size,
+        disable_shuffling=True)
 
 
 class TokenStream(FairseqDataset):
@@ -106,8 +138,3 @@ class StreamBatches(FairseqDataset):
             "target": target,
         }
 
-    def target_positions(self, k: int) -> torch.Tensor:
-        """Corpus position of every target of batch k (B x T; -1 at padding), for tests."""
-        cols = torch.arange(k * self.tokens_per_sample, min((k + 1) * self.tokens_per_sample, self.longest))
-        pos = self.positions.unsqueeze(1) + cols.unsqueeze(0)  # B x T
-        return pos.masked_fill(self.targets[:, cols].eq(self.pad), -1)

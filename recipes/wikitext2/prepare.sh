@@ -9,14 +9,13 @@
 #   1. $WIKITEXT2_DIR                     (an error if set but incomplete)
 #   2. ../shared/data/wikitext-2 beside the checkout
 #   3. the official wikitext-2-v1.zip, downloaded into $DOWNLOAD_DIR
+#
+# Knobs: WIKITEXT2_DIR, DOWNLOAD_DIR, WORKERS, common.sh's (DATA_BIN, VENV_BIN, ...).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-DATA_BIN=${DATA_BIN:-$ROOT/data-bin/wikitext-2}
 DOWNLOAD_DIR=${DOWNLOAD_DIR:-$ROOT/work-data}
 WIKITEXT2_URL=https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip
-PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
-FAIRSEQ_PREPROCESS=${FAIRSEQ_PREPROCESS:-$(dirname "$PYTHON")/fairseq-preprocess}
 WORKERS=${WORKERS:-2}
 SPLITS="train valid test"
 
@@ -28,11 +27,8 @@ if [ -s "$DATA_BIN/.prepared" ]; then
 fi
 
 if [ -n "${WIKITEXT2_DIR:-}" ]; then
-  has_splits "$WIKITEXT2_DIR" || {
-    echo "prepare: WIKITEXT2_DIR=$WIKITEXT2_DIR lacks wiki.{train,valid,test}.tokens;" \
-         "point it at the unzipped wikitext-2 folder, or unset it to use the shared copy or download" >&2
-    exit 1
-  }
+  has_splits "$WIKITEXT2_DIR" || die "WIKITEXT2_DIR=$WIKITEXT2_DIR lacks wiki.{train,valid,test}.tokens;" \
+    "point it at the unzipped wikitext-2 folder, or unset it to use the shared copy or download"
   RAW=$WIKITEXT2_DIR
 elif has_splits "$ROOT/../shared/data/wikitext-2"; then
   RAW=$(cd "$ROOT/../shared/data/wikitext-2" && pwd)
@@ -43,13 +39,13 @@ else
     mkdir -p "$DOWNLOAD_DIR"
     curl -fL --retry 3 -o "$DOWNLOAD_DIR/wikitext-2-v1.zip.part" "$WIKITEXT2_URL"
     mv "$DOWNLOAD_DIR/wikitext-2-v1.zip.part" "$DOWNLOAD_DIR/wikitext-2-v1.zip"
-    "$PYTHON" -m zipfile -e "$DOWNLOAD_DIR/wikitext-2-v1.zip" "$DOWNLOAD_DIR"
+    "$PY" -m zipfile -e "$DOWNLOAD_DIR/wikitext-2-v1.zip" "$DOWNLOAD_DIR"
   fi
 fi
 echo "prepare: raw WikiText-2 from $RAW"
 
 # Published sizes (Merity et al. 2016; one <eos> per line counted as a token).
-"$PYTHON" - "$RAW" <<'EOF'
+"$PY" - "$RAW" <<'EOF'
 import sys
 expected = {"train": 2_088_628, "valid": 217_646, "test": 245_569}
 for split, want in expected.items():
@@ -66,7 +62,7 @@ EOF
 # so an interrupted run never leaves a half-written data directory behind.
 TMP_BIN="$DATA_BIN.tmp.$$"
 trap 'rm -rf "$TMP_BIN"' EXIT
-"$FAIRSEQ_PREPROCESS" --only-source \
+"$VENV_BIN/fairseq-preprocess" --only-source \
   --trainpref "$RAW/wiki.train.tokens" \
   --validpref "$RAW/wiki.valid.tokens" \
   --testpref "$RAW/wiki.test.tokens" \

@@ -9,15 +9,15 @@
 #           --srcdict), and a trained model in train.sh's SAVE_DIR. Each step is
 #           skipped when its output exists.
 # Knobs:    RAW_DIR (wiki.{train,valid,test}.tokens; default: the copy
-#           prepare.sh found), SPM_VOCAB (default 16000), plus train.sh's.
+#           prepare.sh found), SPM_VOCAB (default 16000), SPM_DIR, DATA_BIN
+#           (default: data-bin/wikitext-2-spm$SPM_VOCAB), WORKERS, plus train.sh's.
 set -euo pipefail
+SPM_BIN=${DATA_BIN:-}  # read before common.sh sets DATA_BIN's default, the word-level data
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-HERE=$ROOT/recipes/wikitext2
-PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 SPM_VOCAB=${SPM_VOCAB:-16000}
 SPM_DIR=${SPM_DIR:-$ROOT/work-data/wikitext-2-spm$SPM_VOCAB}
-DATA_BIN=${DATA_BIN:-$ROOT/data-bin/wikitext-2-spm$SPM_VOCAB}
+DATA_BIN=${SPM_BIN:-$ROOT/data-bin/wikitext-2-spm$SPM_VOCAB}
 WORD_BIN=$ROOT/data-bin/wikitext-2
 
 if [ -z "${RAW_DIR:-}" ]; then  # let prepare.sh find and verify the raw files
@@ -25,16 +25,13 @@ if [ -z "${RAW_DIR:-}" ]; then  # let prepare.sh find and verify the raw files
   RAW_DIR=$(sed -n 's/^raw=\([^ ]*\) .*/\1/p' "$WORD_BIN/.prepared")
 fi
 for split in train valid test; do
-  [ -s "$RAW_DIR/wiki.$split.tokens" ] || {
-    echo "spm: RAW_DIR=$RAW_DIR lacks wiki.$split.tokens; point RAW_DIR at the raw WikiText-2 folder" >&2
-    exit 1
-  }
+  [ -s "$RAW_DIR/wiki.$split.tokens" ] || die "RAW_DIR=$RAW_DIR lacks wiki.$split.tokens; point RAW_DIR at the raw WikiText-2 folder"
 done
 mkdir -p "$SPM_DIR"
 
 if [ ! -s "$SPM_DIR/spm.model" ]; then
   echo "spm: training a $SPM_VOCAB-piece unigram model on $RAW_DIR/wiki.train.tokens"
-  "$PYTHON" - "$RAW_DIR/wiki.train.tokens" "$SPM_DIR/spm" "$SPM_VOCAB" <<'PY'
+  "$PY" - "$RAW_DIR/wiki.train.tokens" "$SPM_DIR/spm" "$SPM_VOCAB" <<'PY'
 import sys
 import sentencepiece as spm
 # fairseq adds its own <s>, <pad>, </s>: sentencepiece keeps only <unk> (id 0).
@@ -45,7 +42,7 @@ PY
 fi
 
 if [ ! -s "$SPM_DIR/dict.txt" ]; then
-  "$PYTHON" - "$SPM_DIR" "$RAW_DIR" <<'PY'
+  "$PY" - "$SPM_DIR" "$RAW_DIR" <<'PY'
 import sys
 import sentencepiece as spm
 spm_dir, raw = sys.argv[1:]
@@ -67,7 +64,7 @@ fi
 if [ ! -s "$DATA_BIN/.prepared" ]; then
   TMP_BIN="$DATA_BIN.tmp.$$"
   trap 'rm -rf "$TMP_BIN"' EXIT
-  "$(dirname "$PYTHON")/fairseq-preprocess" --only-source \
+  "$VENV_BIN/fairseq-preprocess" --only-source \
     --srcdict "$SPM_DIR/dict.txt" \
     --trainpref "$SPM_DIR/train.spm" --validpref "$SPM_DIR/valid.spm" --testpref "$SPM_DIR/test.spm" \
     --destdir "$TMP_BIN" --workers "${WORKERS:-2}"
@@ -77,5 +74,5 @@ if [ ! -s "$DATA_BIN/.prepared" ]; then
 fi
 
 export DATA_BIN
-export SAVE_DIR=${SAVE_DIR:-$ROOT/checkpoints/wikitext2-spm$SPM_VOCAB$([ "${QUICK:-0}" = 1 ] && echo -quick || true)}
+export SAVE_DIR=${SAVE_DIR:-$CKPT_ROOT/wikitext2-spm$SPM_VOCAB$QUICK_SUFFIX}
 bash "$HERE/train.sh" "$@"

@@ -1,69 +1,57 @@
 #!/usr/bin/env bash
 # Train qrnn_lm on WikiText-2 with an adaptive (default) or full softmax.
 #
-# Hardware: 2 CPU cores: an epoch of the default qrnn_lm_wikitext2 (4 x 800)
-#           takes ~8 minutes with --cpu-autocast-bf16 (~4.7k words/s) on a
-#           CPU with bf16 instructions, ~4 minutes (~9k words/s) on another
-#           (AMD family 26, wikitext2_main_bf16_timed.json), ~15-18 minutes in
-#           fp32 (~1.95-2.36k words/s on an AVX2 CPU, where
-#           --cpu-autocast-bf16 is refused;
-#           wikitext2_main_fp32_avx2{,_3ep}.json); of the seed's
-#           4 x 300 ~5 minutes in fp32 (~7.7k words/s); a CUDA GPU is used
-#           with --fp16 when present.
+# Hardware: any CPU, minutes per epoch on 2 cores (each recorded run's words/s
+#           is in its results file, e.g. benchmarks/results/wikitext2_main.json);
+#           a CUDA GPU is used with --fp16 when present.
 # Result:   $SAVE_DIR/checkpoint_best.pt, tensorboard logs in $SAVE_DIR/tb,
 #           fairseq's JSON log in $SAVE_DIR/train.log. Skipped when
 #           $SAVE_DIR already holds a finished run with the same settings;
 #           refused when it holds one with other settings.
 #
-# Knobs (environment): SOFTMAX=adaptive|full, OPTIMIZER=adam|seed (the seed's
-# SGD with Nesterov momentum), LR (Adam's peak learning rate, default 0.002),
-# NPROC (DDP processes, via torchrun), SCHEDULE=epochs|time (Adam's learning
-# rate decays over EPOCHS passes over DATA_BIN's train split, or MAX_UPDATE
-# updates; or, with time, over STOP_TIME_HOURS of training, however many
-# updates fit: --lr-scheduler timed_polynomial_decay), ARCH, SAVE_DIR,
-# DATA_BIN, STOP_TIME_HOURS (the wall-clock guard), QUICK=1 (a few minutes),
-# and any extra fairseq-train flags as arguments.
+# Knobs (environment): SOFTMAX=adaptive|full (adaptive: the architecture's
+# cutoffs; for ARCH=qrnn_lm the seed's [V/15, 3V/15]), OPTIMIZER=adam|seed (the
+# seed's SGD with Nesterov momentum), LR (Adam's peak learning rate, default
+# 0.002), NPROC (DDP processes, via torchrun), SCHEDULE=epochs|time (Adam's
+# learning rate decays over EPOCHS passes over DATA_BIN's train split, or
+# MAX_UPDATE updates; or, with time, over STOP_TIME_HOURS of training, however
+# many updates fit: --lr-scheduler timed_polynomial_decay), STOP_TIME_HOURS
+# (the wall-clock guard), SAVE_DIR, QUICK=1 (a few minutes); ARCH, BATCH_SIZE
+# and TOKENS_PER_SAMPLE default to the main job's (fairseq_adasoft/presets.py);
+# common.sh's (DATA_BIN, VENV_BIN, ...); extra arguments go on to fairseq-train.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+load_presets
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-VENV_BIN=${VENV_BIN:-$ROOT/.venv/bin}
-DATA_BIN=${DATA_BIN:-$ROOT/data-bin/wikitext-2}
-ARCH=${ARCH:-qrnn_lm_wikitext2}
+ARCH=${ARCH:-$PRESET_ARCH}
 SOFTMAX=${SOFTMAX:-adaptive}
 NPROC=${NPROC:-1}
-QUICK=${QUICK:-0}
-SAVE_DIR=${SAVE_DIR:-$ROOT/checkpoints/wikitext2-$ARCH-$SOFTMAX$([ "$QUICK" = 1 ] && echo -quick || true)}
-# Seed experiment batching: 48 streams of 70-token blocks (3,360 tokens per update).
-BATCH_SIZE=${BATCH_SIZE:-48}
-TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-70}
+SAVE_DIR=${SAVE_DIR:-$CKPT_ROOT/wikitext2-$ARCH-$SOFTMAX$QUICK_SUFFIX}
 EPOCHS=${EPOCHS:-6}
-# Wall-clock guard so the 60-minute main job cannot overrun on a slow machine.
+# Wall-clock guard, so that a run on a slow machine still ends in bounded time.
 STOP_TIME_HOURS=${STOP_TIME_HOURS:-0.6}
 SCHEDULE=${SCHEDULE:-epochs}
 OPTIMIZER=${OPTIMIZER:-adam}
 case "$SCHEDULE" in
   epochs) ;;
   time)
-    [ "$OPTIMIZER" = adam ] || {
-      echo "train: SCHEDULE=time decays Adam's learning rate; OPTIMIZER=$OPTIMIZER keeps a fixed one: set OPTIMIZER=adam or SCHEDULE=epochs" >&2
-      exit 1
-    }
-    awk -v h="$STOP_TIME_HOURS" 'BEGIN { exit !(h > 0) }' || {
-      echo "train: SCHEDULE=time decays the learning rate over STOP_TIME_HOURS, got '$STOP_TIME_HOURS': set it to the hours of training wanted" >&2
-      exit 1
-    } ;;
-  *) echo "train: SCHEDULE must be 'epochs' or 'time', got '$SCHEDULE'" >&2; exit 1 ;;
+    [ "$OPTIMIZER" = adam ] || die "SCHEDULE=time decays Adam's learning rate; OPTIMIZER=$OPTIMIZER keeps a fixed one:" \
+                                   "set OPTIMIZER=adam or SCHEDULE=epochs"
+    awk -v h="$STOP_TIME_HOURS" 'BEGIN { exit !(h > 0) }' \
+      || die "SCHEDULE=time decays the learning rate over STOP_TIME_HOURS, got '$STOP_TIME_HOURS':" \
+             "set it to the hours of training wanted" ;;
+  *) die "SCHEDULE must be 'epochs' or 'time', got '$SCHEDULE'" ;;
 esac
 
-[ -s "$DATA_BIN/dict.txt" ] || {
-  echo "train: $DATA_BIN has no dict.txt; run recipes/wikitext2/prepare.sh first or set DATA_BIN" >&2
-  exit 1
-}
+[ -s "$DATA_BIN/dict.txt" ] || die "$DATA_BIN has no dict.txt; run recipes/wikitext2/prepare.sh first or set DATA_BIN"
 
+BATCH_SIZE=${BATCH_SIZE:-$PRESET_BATCH_SIZE}  # streams per update
+TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-$PRESET_TOKENS_PER_SAMPLE}  # tokens per stream per update
 case "$SOFTMAX" in
-  adaptive) OUTPUT_FLAGS=(--adaptive-softmax-cutoff 0.0667,0.2) ;;  # the seed's [V/15, 3V/15]
+  # The named architectures set their own cutoffs; the plain qrnn_lm has none and gets the seed's.
+  adaptive) OUTPUT_FLAGS=(); [ "$ARCH" != qrnn_lm ] || OUTPUT_FLAGS=(--adaptive-softmax-cutoff "$PRESET_SEED_CUTOFFS") ;;
   full)     OUTPUT_FLAGS=(--adaptive-softmax-cutoff "") ;;
-  *) echo "train: SOFTMAX must be 'adaptive' or 'full', got '$SOFTMAX'" >&2; exit 1 ;;
+  *) die "SOFTMAX must be 'adaptive' or 'full', got '$SOFTMAX'" ;;
 esac
 
 if [ "$QUICK" = 1 ]; then
@@ -76,20 +64,11 @@ else
   if [ -z "${MAX_UPDATE:-}" ]; then
     # The schedule's length comes from DATA_BIN's own train split, so another
     # corpus or tokenization (spm.sh's subwords) gets EPOCHS real epochs.
-    # fairseq-preprocess adds one end-of-line token per line: 2,088,628 tokens
-    # for WikiText-2's words. The task's own reader names a missing or empty split.
-    TRAIN_TOKENS=$(cd "$ROOT" && "$VENV_BIN/python" - "$DATA_BIN" <<'EOF'
-import sys
-from fairseq.data import Dictionary
-from fairseq_adasoft.tasks.language_modeling_freqsorted import train_split
-data = sys.argv[1]
-try:
-    train = train_split(data, Dictionary.load(f"{data}/dict.txt"))
-    print(int(train.sizes.sum()))  # sizes views train's mmap: keep train alive while it is read
-except ValueError as e:
-    sys.exit(f"train: {e}; DATA_BIN={data} must be a fairseq-preprocess --destdir with a train split")
-EOF
-    )
+    # The task's own reader names a missing or empty split.
+    ERR=$(mktemp)
+    TRAIN_TOKENS=$("$PY" -m fairseq_adasoft.record train-tokens "$DATA_BIN" 2>"$ERR") \
+      || die "$(tail -1 "$ERR"; rm -f "$ERR"); DATA_BIN=$DATA_BIN must be a fairseq-preprocess --destdir with a train split"
+    rm -f "$ERR"
     UPDATES_PER_EPOCH=$(( (TRAIN_TOKENS + BATCH_SIZE * TOKENS_PER_SAMPLE - 1) / (BATCH_SIZE * TOKENS_PER_SAMPLE) ))
     MAX_UPDATE=$((EPOCHS * UPDATES_PER_EPOCH / NPROC))
   fi
@@ -108,7 +87,7 @@ case "$OPTIMIZER" in
                          --end-learning-rate 0.0001) ;;
   seed) OPTIMIZER_FLAGS=(--optimizer nag --momentum 0.9 --clip-norm 0.25
                          --lr 1 --lr-scheduler fixed) ;;
-  *) echo "train: OPTIMIZER must be 'adam' or 'seed', got '$OPTIMIZER'" >&2; exit 1 ;;
+  *) die "OPTIMIZER must be 'adam' or 'seed', got '$OPTIMIZER'" ;;
 esac
 
 # What makes two runs the same run: a finished one is skipped only when it matches.
@@ -121,14 +100,13 @@ if [ -s "$SAVE_DIR/checkpoint_last.pt" ] && [ -s "$SAVE_DIR/.finished" ]; then
     echo "train: $SAVE_DIR already holds a finished run with other settings:" >&2
     echo "  there: $FINISHED" >&2
     echo "  now:   $SETTINGS" >&2
-    echo "train: set SAVE_DIR to a new directory, or move that run away; nothing was changed" >&2
-    exit 1
+    die "set SAVE_DIR to a new directory, or move that run away; nothing was changed"
   fi
   echo "train: $SAVE_DIR already holds a finished run ($(head -1 "$SAVE_DIR/.finished")); skipping"
   exit 0
 fi
 
-if "$VENV_BIN/python" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+if has_cuda; then
   DEVICE_FLAGS=(--fp16)
   DIST_BACKEND=nccl
   echo "train: CUDA GPU found; training with --fp16"
@@ -136,8 +114,7 @@ else
   DEVICE_FLAGS=(--cpu)
   DIST_BACKEND=gloo
   echo "train: no CUDA GPU; training in fp32 on CPU (fairseq's --fp16 needs CUDA: its FP16Optimizer fails on CPU)"
-  # glibc otherwise returns large activations to the OS after every step.
-  export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
+  cpu_malloc_settings
 fi
 
 if [ "$NPROC" -gt 1 ]; then
@@ -151,7 +128,7 @@ fi
 mkdir -p "$SAVE_DIR"
 cd "$ROOT"
 "${LAUNCH[@]}" "$DATA_BIN" \
-  --user-dir "$ROOT/fairseq_adasoft" \
+  --user-dir "$PLUGIN_DIR" \
   --task language_modeling_freqsorted --tokens-per-sample "$TOKENS_PER_SAMPLE" \
   --arch "$ARCH" "${OUTPUT_FLAGS[@]}" \
   --criterion adaptive_softmax \

@@ -1,16 +1,16 @@
 """Tune the continuous cache (Grave, Joulin & Usunier 2017) of a trained
 ``qrnn_lm`` on a validation split, as the paper does: the model reads the
-split once, under the classic protocol (contiguous streams, 70 tokens a batch,
-state carried), and every (size, theta, lambda) of a grid is scored from the
-stored features and the model's log p(target), with the cache of
+split once, under the classic protocol (contiguous streams, the state
+carried; presets.EVAL_PROTOCOLS), and every (size, theta, lambda) of a grid
+is scored from the stored features and the model's log p(target), with the cache of
 ``fairseq_adasoft.modules.NeuralCache``, the code ``fairseq-eval-lm
 --neural-cache-size`` runs.
 
 Writes <save-dir>/neural_cache.json: the grid and the best setting, which
-recipes/wikitext2/eval.sh PROTOCOL=cache uses and benchmarks/record_protocols
-copies into the results file.
+recipes/wikitext2/eval.sh PROTOCOL=cache uses and ``python -m
+fairseq_adasoft.record protocols`` copies into the results file.
 
-    python -m benchmarks.tune_neural_cache --data data-bin/wikitext-2 --save-dir checkpoints/wikitext2_main
+    python -m fairseq_adasoft.tune_cache --data data-bin/wikitext-2 --save-dir checkpoints/wikitext2_main
 """
 
 import argparse
@@ -21,17 +21,18 @@ import sys
 
 import torch
 
-from benchmarks.common import ROOT
+import fairseq_adasoft
+from fairseq_adasoft.presets import EVAL_PROTOCOLS
 
 # Grids: sizes around the paper's 2,000 for WikiText-2. The features qrnn_lm's
 # output layer reads have norms near 1 (last QRNN layer, o * c), so h_t . h_i is
-# O(1) and theta must be O(1-10): a probe on 28k valid tokens of the 4 x 800 model
-# (size 500) gave perplexity 114.4, 109.7, 104.2, 104.3, 114.3 at theta 1, 2, 4, 8, 16.
+# O(1) and theta must be O(1-10).
 SIZES = (500, 1000, 2000, 4000)
 THETAS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 LAMBDAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
-# awd-lstm-lm's evaluation batch for validation: 10 streams of 70 tokens.
-STREAMS, TOKENS_PER_BATCH = 10, 70
+# The classic protocol's validation batch (awd-lstm-lm's): streams read side by side, tokens per step.
+STREAMS, TOKENS_PER_BATCH = EVAL_PROTOCOLS["classic_valid_streams"], EVAL_PROTOCOLS["classic_tokens"]
+PLUGIN_DIR = os.path.dirname(fairseq_adasoft.__file__)  # fairseq's --user-dir: the installed package
 
 
 def load(data: str, checkpoint: str, subset: str, streams: int):
@@ -41,7 +42,7 @@ def load(data: str, checkpoint: str, subset: str, streams: int):
 
     parser = options.get_eval_lm_parser()
     args = options.parse_args_and_arch(parser, [
-        data, "--user-dir", os.path.join(ROOT, "fairseq_adasoft"), "--task", "language_modeling_freqsorted",
+        data, "--user-dir", PLUGIN_DIR, "--task", "language_modeling_freqsorted",
         "--path", checkpoint, "--gen-subset", subset, "--stateful-bptt", "--cpu",
         "--tokens-per-sample", str(TOKENS_PER_BATCH), "--batch-size", str(streams),
     ])
@@ -103,7 +104,8 @@ def tune(split: list, pad: int, sizes=SIZES, thetas=THETAS, lambdas=LAMBDAS) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m fairseq_adasoft.tune_cache", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="fairseq-preprocess --destdir the model was trained on")
     parser.add_argument("--save-dir", required=True, help="training save dir holding checkpoint_best.pt")
     parser.add_argument("--subset", default="valid", help="split to tune on (never the test split)")
@@ -116,7 +118,7 @@ def main() -> None:
         raise ValueError(f"{checkpoint} not found: --save-dir must be a training save dir (recipes/wikitext2/train.sh)")
     model, batches, pad = load(args.data, checkpoint, args.subset, args.streams)
     result = tune(read_split(model, batches, pad), pad)
-    command = " ".join(["python -m benchmarks.tune_neural_cache"] + sys.argv[1:])
+    command = " ".join(["python -m fairseq_adasoft.tune_cache"] + sys.argv[1:])
     result = {"command": command, "subset": args.subset, "streams": args.streams, **result}
     path = os.path.join(args.save_dir, "neural_cache.json")
     with open(path, "w") as f:

@@ -1,0 +1,210 @@
+"""The decoder of ``qrnn_lm``: embedding -> QRNN stack -> output layer.
+
+It carries the QRNN state through fairseq's incremental state when
+generating, through its ``StreamState`` between batches of stateful BPTT, and
+mixes in the continuous cache when one is set for evaluation.
+"""
+
+import logging
+from typing import Dict, List, Optional
+
+import torch
+from fairseq.models import FairseqIncrementalDecoder
+from torch import Tensor, nn
+
+from fairseq_adasoft.modules import (
+    QRNN,
+    AdaptiveSoftmax,
+    CacheMemory,
+    LockedDropout,
+    NeuralCache,
+    StreamState,
+    embedding_dropout,
+    parse_cutoffs,
+)
+from fairseq_adasoft.modules.hardware import cpu_has_native_bf16
+
+logger = logging.getLogger(__name__)
+
+# QRNN-LM context is unbounded; fairseq asks for a number.
+UNBOUNDED_POSITIONS = int(1e6)
+
+
+class QRNNDecoder(FairseqIncrementalDecoder):
+    """Embedding, QRNN stack and output layer; carries the QRNN state through
+    fairseq's incremental state when generating."""
+
+    def __init__(self, cfg, dictionary):
+        super().__init__(dictionary)
+        vocab_size = len(dictionary)
+        self.dropout_embed = cfg.dropout_embed
+        self.cpu_autocast_bf16 = cfg.cpu_autocast_bf16
+        tie_adaptive = cfg.tie_adaptive_weights
+        self.embed_tokens = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=dictionary.pad())
+        self.dropout_input = LockedDropout(cfg.dropout_input)
+        self.qrnn = QRNN(
+            input_size=cfg.embed_dim,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            dropout=cfg.dropout_hidden,
+            windows=[cfg.first_window] + [1] * (cfg.num_layers - 1),
+            output_size=cfg.embed_dim,
+            output_gate=cfg.output_gate,
+            zoneout=cfg.zoneout,
+            weight_drop=cfg.weight_drop,
+        )
+        self.dropout_output = LockedDropout(cfg.dropout)
+        self.output_projection = None
+        if cfg.adaptive_softmax_cutoff:
+            if cfg.share_input_output_embed:
+                raise ValueError(
+                    "--share-input-output-embed ties a full softmax; with --adaptive-softmax-cutoff "
+                    "use --tie-adaptive-weights instead"
+                )
+            cutoffs = parse_cutoffs(cfg.adaptive_softmax_cutoff, vocab_size)
+            self.adaptive_softmax = AdaptiveSoftmax(
+                cfg.embed_dim,
+                vocab_size,
+                cutoffs,
+                div_value=cfg.adaptive_softmax_div_value,
+                dropout=cfg.adaptive_softmax_dropout,
+                tied_weight=self.embed_tokens.weight if tie_adaptive else None,
+                train_autocast_dtype=torch.bfloat16 if self.cpu_autocast_bf16 else None,
+            )
+        else:
+            if tie_adaptive:
+                raise ValueError(
+                    "--tie-adaptive-weights ties an adaptive softmax; set --adaptive-softmax-cutoff, "
+                    "or use --share-input-output-embed to tie a full softmax"
+                )
+            self.output_projection = nn.Linear(cfg.embed_dim, vocab_size, bias=False)
+            if cfg.share_input_output_embed:
+                self.output_projection.weight = self.embed_tokens.weight
+        # Stateful BPTT: the state carried between batches of the task's streams.
+        self.carried = StreamState(cfg.num_layers)
+        # Evaluation only (use_neural_cache): the cache and, per stream set, what it remembers.
+        self.neural_cache: Optional[NeuralCache] = None
+        self.cache_memory: Dict[str, CacheMemory] = {}
+        self._warned_slow_bf16 = False
+
+    def _bf16_autocast(self, device: torch.device) -> bool:
+        """Whether --cpu-autocast-bf16 applies here. Training that way is refused
+        on a CPU without bf16 matmul instructions, where it would crawl."""
+        if not (self.cpu_autocast_bf16 and device.type == "cpu"):
+            return False
+        if not cpu_has_native_bf16():
+            capability = torch.backends.cpu.get_cpu_capability()
+            if self.training:
+                raise ValueError(
+                    f"--cpu-autocast-bf16: this CPU (torch capability {capability}) has no bf16 matmul "
+                    "instructions (AVX512-BF16 or AMX), and there torch's bf16 matmuls run several times "
+                    "slower than fp32 (benchmarks/results/cpu_bf16_avx2.json). Drop --cpu-autocast-bf16 "
+                    "to train in fp32, or train on a CPU that has them"
+                )
+            if not self._warned_slow_bf16:
+                self._warned_slow_bf16 = True
+                logger.warning(
+                    "this model was trained with --cpu-autocast-bf16, and this CPU (torch capability %s) "
+                    "has no bf16 matmul instructions: scoring will be several times slower than fp32. "
+                    "--model-overrides \"{'cpu_autocast_bf16': False}\" scores in fp32 instead (close to, "
+                    "not the same as, the bf16 figures)", capability,
+                )
+        return True
+
+    def _get_state(self, incremental_state) -> Optional[List]:
+        cached = self.get_incremental_state(incremental_state, "qrnn_state")
+        if cached is None:
+            return None
+        return [(cached[f"c{i}"], cached.get(f"x{i}")) for i in range(len(self.qrnn.layers))]
+
+    def _set_state(self, incremental_state, state: List) -> None:
+        cached: Dict[str, Optional[Tensor]] = {}
+        for i, (c, x) in enumerate(state):
+            cached[f"c{i}"] = c
+            if x is not None:
+                cached[f"x{i}"] = x
+        self.set_incremental_state(incremental_state, "qrnn_state", cached)
+
+    def extract_features(self, prev_output_tokens: Tensor, incremental_state=None, stream=None, **kwargs):
+        """``stream``: the position of this batch in the task's streams (see
+        ``tasks/streams.py``) for stateful BPTT; None scores the batch alone."""
+        state = None
+        if stream is not None:
+            if incremental_state is not None:
+                raise ValueError("a batch cannot both continue --stateful-bptt streams and decode incrementally")
+            state = self.carried.read(stream, self.embed_tokens.weight.device)
+        if incremental_state is not None:
+            state = self._get_state(incremental_state)
+            if state is not None:  # earlier tokens are already in the state
+                prev_output_tokens = prev_output_tokens[:, -1:]
+        x = embedding_dropout(self.embed_tokens, prev_output_tokens, self.dropout_embed, self.training)
+        x = x.transpose(0, 1)  # B x T x C -> T x B x C
+        x = self.dropout_input(x)
+        autocast = self._bf16_autocast(x.device)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            x, state = self.qrnn(x, state)  # T x B x C
+        x = self.dropout_output(x.float() if autocast else x)
+        if incremental_state is not None:
+            self._set_state(incremental_state, state)
+        if stream is not None:
+            self.carried.keep(stream, state)
+        x = x.transpose(0, 1)  # B x T x C
+        extra = {"attn": None}
+        if self.neural_cache is not None and not self.training:
+            extra["neural_cache"] = self._read_cache(x, prev_output_tokens, stream, incremental_state)
+        return x, extra
+
+    def use_neural_cache(self, cache: Optional[NeuralCache]) -> None:
+        """Score with Grave et al.'s continuous cache in evaluation (None: without)."""
+        self.neural_cache, self.cache_memory = cache, {}
+
+    def _read_cache(self, x: Tensor, tokens: Tensor, stream: Optional[Dict], incremental_state) -> tuple:
+        """Cache weights of this batch (B x T x K) and their words (B x K); the
+        memory carries over between batches of --stateful-bptt streams."""
+        if incremental_state is not None:
+            raise ValueError("--neural-cache-size scores given text (fairseq-eval-lm); it cannot generate: drop it")
+        memory = None
+        if stream is not None and stream["batch"] > 0:
+            memory = self.cache_memory.get(stream["name"])
+        weights, values, memory = self.neural_cache.attend(x, tokens, memory)
+        if stream is not None:
+            self.cache_memory[stream["name"]] = memory
+        return weights, values
+
+    def get_normalized_probs(self, net_output, log_probs: bool, sample=None) -> Tensor:
+        cached = net_output[1].get("neural_cache") if isinstance(net_output[1], dict) else None
+        if cached is None:
+            return super().get_normalized_probs(net_output, log_probs, sample)
+        weights, values = cached  # B x T x K, B x K
+        if net_output[0].shape[:2] != weights.shape[:2]:
+            raise ValueError(
+                f"--neural-cache-size: the output was split ({tuple(net_output[0].shape[:2])} positions, the "
+                f"cache read {tuple(weights.shape[:2])}): drop fairseq-eval-lm's --softmax-batch"
+            )
+        model_lp = super().get_normalized_probs(net_output, log_probs=True, sample=sample)  # B x T x V
+        mixed = self.neural_cache.mixed_log_probs(model_lp, weights, values)  # B x T x V
+        return mixed if log_probs else mixed.exp()
+
+    def output_layer(self, features: Tensor, **kwargs) -> Tensor:
+        if self.adaptive_softmax is not None:
+            return features  # the adaptive softmax scores features directly
+        # bf16 logits while training, as the adaptive softmax's; fairseq's log-softmax upcasts.
+        autocast = self.training and self._bf16_autocast(features.device)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return self.output_projection(features)  # B x T x V
+
+    def forward(self, prev_output_tokens, incremental_state=None, features_only=False, stream=None, **kwargs):
+        x, extra = self.extract_features(prev_output_tokens, incremental_state, stream)
+        if not features_only:
+            x = self.output_layer(x)
+        return x, extra
+
+    def reorder_incremental_state(self, incremental_state, new_order: Tensor) -> None:
+        cached = self.get_incremental_state(incremental_state, "qrnn_state")
+        if cached is None:
+            return
+        reordered = {k: v.index_select(0, new_order) for k, v in cached.items() if v is not None}
+        self.set_incremental_state(incremental_state, "qrnn_state", reordered)
+
+    def max_positions(self) -> int:
+        return UNBOUNDED_POSITIONS

@@ -1,0 +1,42 @@
+"""Test-only references: the definitions the package's fast code is checked
+against, written as literally as possible."""
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def forget_mult_reference(f: Tensor, z: Tensor, c0: Optional[Tensor] = None) -> Tensor:
+    """fo-pooling, c_t = f_t c_{t-1} + (1 - f_t) z_t, as a plain loop that
+    autograd differentiates: T x B x H -> T x B x H."""
+    c_prev = torch.zeros_like(z[0]) if c0 is None else c0
+    outputs = []
+    for f_t, z_t in zip(f.unbind(0), z.unbind(0)):
+        c_prev = f_t * c_prev + (1 - f_t) * z_t
+        outputs.append(c_prev)
+    return torch.stack(outputs)  # T x B x H
+
+
+def plain_cache_probs(hidden: Tensor, inputs: Tensor, size: int, theta: float, vocab_size: int) -> Tensor:
+    """The continuous cache's p_cache at every position of one whole stream, by
+    the formula, one position at a time: T x C hidden states, T words read ->
+    T x V (zero rows where nothing is remembered)."""
+    T = hidden.size(0)
+    probs = torch.zeros(T, vocab_size, dtype=torch.float64)
+    h = hidden.double()
+    for t in range(1, T):
+        past = range(max(0, t - size), t)
+        scores = torch.stack([theta * h[t].dot(h[i]) for i in past])
+        for i, w in zip(past, torch.softmax(scores, dim=0)):
+            probs[t, inputs[i + 1]] += w
+    return probs
+
+
+def target_positions(batches, k: int) -> Tensor:
+    """Corpus position of every target of batch k of a ``StreamBatches``
+    (B x T; -1 at padding)."""
+    T = batches.tokens_per_sample
+    cols = torch.arange(k * T, min((k + 1) * T, batches.longest))
+    pos = batches.positions.unsqueeze(1) + cols.unsqueeze(0)  # B x T
+    return pos.masked_fill(batches.targets[:, cols].eq(batches.pad), -1)
