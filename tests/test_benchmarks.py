@@ -104,3 +104,13 @@ def test_cpu_bf16_benchmark_names_its_file_by_the_cpu(tmp_path, monkeypatch):
     assert result["shape"] == {"T": 5, "B": 3, "embed": 8, "hidden": 16, "layers": cpu_bf16.LAYERS}
     for entry in result["results"].values():
         assert entry["bf16_vs_fp32"] == pytest.approx(entry["bf16_ms"]["median"] / entry["fp32_ms"]["median"])
+
+
+def test_test_suite_reads_pytests_summary_line():
+    from benchmarks.test_suite import tally
+
+    out = "tests/test_a.py ....\n===== 169 passed, 7 skipped, 2 deselected in 321.05s (0:05:21) =====\n"
+    assert tally(out) == {"passed": 169, "failed": 0, "skipped": 7, "deselected": 2}
+    assert tally("== 1 failed, 3 passed, 1 error in 2.00s ==")["errors"] == 1
+    with pytest.raises(ValueError, match="no pytest summary line"):
+        tally("collected 0 items\n")
