@@ -27,7 +27,7 @@ from fairseq_adasoft.provenance import RESULTS_SUBDIR, write_result
 # The goal for the main job: test perplexity <= 110 from <= 60 minutes of training.
 GOAL_TEST_PPL = 110.0
 GOAL_TRAIN_SECONDS = 3600.0
-# The seed experiment's goals: its adaptive softmax trained 3.1x faster on a GPU, 3.9% worse (132 vs 127).
+# The seed experiment's goals, set from its published figures (PUBLISHED_SEED below): at least 3x the speed, within 4%.
 GOAL_SPEEDUP = 3.0
 GOAL_PPL_GAP = 0.04
 COMPARED_ARCH = "qrnn_lm_wikitext2_seed"  # recipes/wikitext2/compare.sh trains it twice
