@@ -13,9 +13,16 @@ fairseq also hands ``device_ids=[device_id]`` to DistributedDataParallel for
 ``--ddp-backend pytorch_ddp``/``c10d``, which torch rejects for CPU modules;
 ``cpu_ddp_compat`` drops those arguments when the model lives on the CPU.
 
+After a training that returned normally, ``finish`` flushes the output, runs
+the atexit handlers and leaves with ``os._exit(0)``: the rare SIGABRT of
+2-process gloo runs ("terminate called without an active exception") comes
+from C++ threads torn down during interpreter finalization, after the work is
+done, and must not turn a finished training into a failed exit code.
+
 Outside torchrun it is plain ``fairseq-train``.
 """
 
+import atexit
 import os
 import sys
 from typing import Dict, List
@@ -59,12 +66,25 @@ def cpu_ddp_compat() -> None:
     dfm.DistributedDataParallel = DistributedDataParallel
 
 
+def finish() -> None:
+    """Exit 0 after a finished training, skipping the interpreter's finalization."""
+    # No destroy_process_group: with NCCL it can block, and _exit stops gloo's threads anyway.
+    atexit._run_exitfuncs()  # logging, tensorboard writers, data-loader workers
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
+
+
 def cli_main() -> None:
     from fairseq_cli.train import cli_main as fairseq_train
 
     cpu_ddp_compat()
     sys.argv += torchrun_flags(sys.argv[1:], dict(os.environ))
     fairseq_train()
+    finish()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from fairseq_adasoft.models.qrnn_decoder import QRNNDecoder
 from fairseq_adasoft.modules import NeuralCache
+from fairseq_adasoft.modules.flag_ranges import AT_LEAST_ONE, PROBABILITY, Range, check_flag_ranges
 
 # The state-dict key of the dictionary's CRC. "version" in it makes fairseq's
 # --store-ema copy the integer instead of averaging it, which fails
@@ -75,6 +76,22 @@ class QRNNLanguageModelConfig(FairseqDataclass):
     adaptive_softmax_dropout: float = field(default=0.0, metadata={"help": "dropout inside the adaptive softmax tails"})
 
 
+# The allowed values of the numeric flags above, checked once in build_model.
+FLAG_RANGES = {
+    "embed_dim": AT_LEAST_ONE,
+    "hidden_size": AT_LEAST_ONE,
+    "num_layers": AT_LEAST_ONE,
+    "dropout": PROBABILITY,
+    "dropout_input": PROBABILITY,
+    "dropout_hidden": PROBABILITY,
+    "dropout_embed": PROBABILITY,
+    "weight_drop": PROBABILITY,
+    "zoneout": PROBABILITY,
+    "adaptive_softmax_div_value": Range(1),  # tails never wider than embed_dim
+    "adaptive_softmax_dropout": PROBABILITY,
+}
+
+
 def vocabulary_crc(dictionary) -> int:
     return zlib.crc32("\n".join(dictionary.symbols).encode("utf-8"))
 
@@ -116,10 +133,9 @@ class QRNNLanguageModel(FairseqLanguageModel):
 
     @classmethod
     def build_model(cls, cfg: QRNNLanguageModelConfig, task):
+        check_flag_ranges(cfg, FLAG_RANGES)
         if cfg.first_window not in (1, 2):
             raise ValueError(f"--first-window must be 1 or 2, got {cfg.first_window}")
-        if cfg.num_layers < 1:
-            raise ValueError(f"--num-layers must be >= 1, got {cfg.num_layers}")
         return cls(QRNNDecoder(cfg, task.target_dictionary))
 
 

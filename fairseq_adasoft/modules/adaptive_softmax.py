@@ -71,6 +71,12 @@ def parse_cutoffs(spec: str, vocab_size: int, flag: str = "--adaptive-softmax-cu
         ) from None
     if is_fraction_spec(spec):
         return validate_cutoffs([round(v * vocab_size) for v in values], vocab_size, flag)
+    odd = [v for v in values if v != int(v) and not 0.0 < v < 1.0]
+    if odd:
+        raise ValueError(
+            f"{flag}={spec!r}: {odd[0]:g} is neither a word id (an integer) nor a fraction of the "
+            f"vocabulary (between 0 and 1), e.g. '2000,6000' or '0.1,0.3'"
+        )
     if any(v != int(v) for v in values):
         raise ValueError(
             f"{flag}={spec!r} mixes fractions and word ids; give all values as ids "

@@ -15,14 +15,18 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
 from fairseq import utils
 from fairseq.criterions.adaptive_loss import AdaptiveLoss
 from fairseq.distributed import utils as distributed_utils
 from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
+from omegaconf import II
 
 from fairseq_adasoft.modules import NeuralCache
+from fairseq_adasoft.modules.flag_ranges import AT_LEAST_ONE, POSITIVE, Range, check_flag_ranges
 from fairseq_adasoft.tasks.cutoffs import log_cluster_shares, resolve_cutoffs
+from fairseq_adasoft.tasks.splits import check_split
 from fairseq_adasoft.tasks.streams import TokenStream, load_token_stream, stream_batch_iterator
 from fairseq_adasoft.tasks.vocabulary import RemapTokensDataset, check_data_dir, frequency_order_of
 
@@ -72,6 +76,22 @@ class FreqSortedLanguageModelingConfig(LanguageModelingConfig):
     neural_cache_lambda: float = field(
         default=NEURAL_CACHE_LAMBDA, metadata={"help": "the cache's share of the mixed probability"}
     )
+    # fairseq's flags the task reads: which split is trained on (every other is
+    # scored in full) and the precision, which fairseq checks only after the model is built.
+    train_subset: str = II("dataset.train_subset")
+    fp16: bool = II("common.fp16")
+    cpu: bool = II("common.cpu")
+
+
+# The allowed values of the numeric flags, checked once in setup_task.
+FLAG_RANGES = {
+    "tokens_per_sample": AT_LEAST_ONE,
+    "max_unk_share": Range(0, 1, high_open=False),
+    "cutoff_batch_tokens": AT_LEAST_ONE,
+    "neural_cache_size": Range(0),
+    "neural_cache_theta": POSITIVE,
+    "neural_cache_lambda": Range(0, 1, low_open=True),
+}
 
 
 @register_task("language_modeling_freqsorted", dataclass=FreqSortedLanguageModelingConfig)
@@ -82,6 +102,7 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
 
     @classmethod
     def setup_task(cls, args, **kwargs):
+        check_flag_ranges(args, FLAG_RANGES)
         check_data_dir(args.data)
         task = super().setup_task(args, **kwargs)
         order = frequency_order_of(args.data, task.dictionary, args.dataset_impl,
@@ -103,9 +124,12 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         super().load_state_dict(state_dict)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        paths = utils.split_paths(self.args.data)
+        path = os.path.join(paths[(epoch - 1) % len(paths)], split)
+        check_split(path, split)
+        if split == getattr(self.args, "train_subset", "train"):
+            self._check_training_precision()  # only fairseq-train loads the training split
         if self.args.stateful_bptt:
-            paths = utils.split_paths(self.args.data)
-            path = os.path.join(paths[(epoch - 1) % len(paths)], split)
             self.datasets[split] = load_token_stream(path, split, self.dictionary, self.args.dataset_impl,
                                                      combine, self.old_to_new)
             return self.datasets[split]
@@ -119,6 +143,11 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
                            num_shards=1, shard_id=0, num_workers=0, epoch=1, data_buffer_size=0,
                            disable_iterator_cache=False, skip_remainder_batch=False, **kwargs):
         if not isinstance(dataset, TokenStream):
+            if dataset is not self.datasets.get(getattr(self.args, "train_subset", "train")):
+                # fairseq's batch_by_size drops a last batch that is not a multiple of
+                # --required-batch-size-multiple (fairseq #5036); an evaluation scores every
+                # block, and blocks are scored alone, so the batch shape cannot change its loss.
+                required_batch_size_multiple = 1
             return super().get_batch_iterator(
                 dataset, max_tokens=max_tokens, max_sentences=max_sentences, max_positions=max_positions,
                 ignore_invalid_inputs=ignore_invalid_inputs, required_batch_size_multiple=required_batch_size_multiple,
@@ -155,6 +184,15 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
     def valid_step(self, sample, model, criterion):
         _refuse_adaptive_loss(model, criterion)
         return super().valid_step(sample, model, criterion)
+
+    def _check_training_precision(self) -> None:
+        """fairseq's fp16 optimizer keeps its fp32 copy on the current CUDA device,
+        so --fp16 training without one dies in torch.cuda."""
+        if getattr(self.args, "fp16", False) and (getattr(self.args, "cpu", False) or not torch.cuda.is_available()):
+            raise ValueError(
+                "--fp16 trains on a CUDA GPU and this run is on the CPU (--cpu, or no CUDA device): "
+                "drop --fp16; on the CPU, --cpu-autocast-bf16 (qrnn_lm) runs the matmuls in bf16"
+            )
 
     @staticmethod
     def _share_stream_state(model, stream) -> None:

@@ -17,6 +17,8 @@ import torch
 from fairseq import utils
 from fairseq.data import BaseWrapperDataset, Dictionary, data_utils
 
+from fairseq_adasoft.tasks.splits import check_split
+
 logger = logging.getLogger(__name__)
 
 COUNT_CHUNK_TOKENS = 1 << 20  # tokens per bincount when counting the training split
@@ -48,8 +50,7 @@ def _empty_train_split(data: str) -> ValueError:
 def train_split(data: str, dictionary, dataset_impl=None):
     """The binarized training split under ``data``; a ValueError says what is missing."""
     path = _train_prefix(data)
-    if os.path.isfile(path + ".bin") and os.path.getsize(path + ".bin") == 0:
-        raise _empty_train_split(data)  # fairseq's mmap reader would only say "cannot mmap an empty file"
+    check_split(path, "train")
     dataset = data_utils.load_indexed_dataset(path, dictionary, dataset_impl)
     if dataset is None:
         raise ValueError(f"no training split at {path}.{{bin,idx}}: run fairseq-preprocess with --trainpref")
