@@ -50,6 +50,8 @@ def _empty_train_split(data: str) -> ValueError:
 def train_split(data: str, dictionary, dataset_impl=None):
     """The binarized training split under ``data``; a ValueError says what is missing."""
     path = _train_prefix(data)
+    if os.path.isfile(path + ".bin") and os.path.getsize(path + ".bin") == 0:
+        raise _empty_train_split(data)  # before check_split: train.sh and its users read this wording
     check_split(path, "train")
     dataset = data_utils.load_indexed_dataset(path, dictionary, dataset_impl)
     if dataset is None:
