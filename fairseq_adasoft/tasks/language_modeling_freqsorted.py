@@ -24,7 +24,7 @@ from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageMode
 from omegaconf import II
 
 from fairseq_adasoft.modules import NeuralCache
-from fairseq_adasoft.modules.flag_ranges import AT_LEAST_ONE, POSITIVE, Range, check_flag_ranges
+from fairseq_adasoft.modules.flag_ranges import AT_LEAST_ONE, POSITIVE, SHARE, Range, check_flag_ranges
 from fairseq_adasoft.tasks.cutoffs import log_cluster_shares, resolve_cutoffs
 from fairseq_adasoft.tasks.splits import check_split
 from fairseq_adasoft.tasks.streams import TokenStream, load_token_stream, stream_batch_iterator
@@ -86,7 +86,7 @@ class FreqSortedLanguageModelingConfig(LanguageModelingConfig):
 # The allowed values of the numeric flags, checked once in setup_task.
 FLAG_RANGES = {
     "tokens_per_sample": AT_LEAST_ONE,
-    "max_unk_share": Range(0, 1, high_open=False),
+    "max_unk_share": SHARE,
     "cutoff_batch_tokens": AT_LEAST_ONE,
     "neural_cache_size": Range(0),
     "neural_cache_theta": POSITIVE,
