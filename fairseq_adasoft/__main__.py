@@ -11,6 +11,8 @@ import sys
 import textwrap
 from typing import List, NamedTuple, Optional
 
+from fairseq_adasoft.modules.flag_ranges import flag_name
+
 USAGE = "usage: python -m fairseq_adasoft [--help | --markdown]"
 REGENERATE = "python -m fairseq_adasoft --markdown > docs/flags.md"
 
@@ -36,7 +38,7 @@ def flag_of(f: dataclasses.Field) -> Flag:
 
     kind = interpret_dc_type(f.type)
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    name = "--" + f.name.replace("_", "-")
+    name = flag_name(f.name)
     help_text = f.metadata.get("help", "")
     if kind is bool:
         # fairseq turns a bool field into store_true, or store_false when it defaults to True.
@@ -52,7 +54,7 @@ def component(title: str, how: str, config, base=None, note: str = "") -> Compon
         if f.name.startswith("_") or f.name in inherited:
             continue
         if isinstance(f.default, str) and f.default.startswith("${"):  # II("group.name"): another flag's value
-            reads.append("--" + f.default[2:-1].split(".")[-1].replace("_", "-"))
+            reads.append(flag_name(f.default[2:-1].split(".")[-1]))
         else:
             flags.append(flag_of(f))
     return Component(title, how, note, flags, reads)
