@@ -16,6 +16,7 @@ from fairseq_adasoft.modules import (
     QRNN,
     AdaptiveSoftmax,
     CacheMemory,
+    LazyLogProbs,
     LockedDropout,
     NeuralCache,
     StreamState,
@@ -179,10 +180,15 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         if net_output[0].shape[:2] != weights.shape[:2]:
             raise ValueError(
                 f"--neural-cache-size: the output was split ({tuple(net_output[0].shape[:2])} positions, the "
-                f"cache read {tuple(weights.shape[:2])}): drop fairseq-eval-lm's --softmax-batch"
+                f"cache read {tuple(weights.shape[:2])}): drop fairseq-eval-lm's --softmax-batch, which scoring "
+                f"does not need (it reads log p(target) only, in memory that does not grow with the vocabulary)"
             )
+        # Lazy when a scorer asks (a target given, no gradient): see AdaptiveSoftmax.get_log_prob.
         model_lp = super().get_normalized_probs(net_output, log_probs=True, sample=sample)  # B x T x V
-        mixed = self.neural_cache.mixed_log_probs(model_lp, weights, values)  # B x T x V
+        if isinstance(model_lp, LazyLogProbs):
+            mixed = self.neural_cache.lazy_mixed_log_probs(model_lp, weights, values)
+        else:
+            mixed = self.neural_cache.mixed_log_probs(model_lp, weights, values)  # B x T x V
         return mixed if log_probs else mixed.exp()
 
     def output_layer(self, features: Tensor, **kwargs) -> Tensor:

@@ -14,10 +14,13 @@ weights can be compared, but unlike it (and fairseq's ``AdaptiveSoftmax``):
 
 * every log-softmax and every sum runs in fp32, whatever the input dtype, so
   fp16/bf16 models cannot overflow the loss;
-* every tail runs on every call, on however many rows it has (possibly zero),
-  so each parameter is part of the autograd graph and receives a gradient (zero
-  when unused) on every step; DistributedDataParallel needs no
-  ``find_unused_parameters``;
+* while gradients are tracked, every tail runs on every call, on however many
+  rows it has (possibly zero), so each parameter is part of the autograd graph
+  and receives a gradient (zero when unused) on every step;
+  DistributedDataParallel needs no ``find_unused_parameters``;
+* scoring (fairseq-eval-lm, the hub's ``score``) is target-aware: only the head
+  and the tails the targets fall in run, and no N x V tensor is built
+  (``get_log_prob`` with a target returns a ``LazyLogProbs``);
 * no in-place operations sit on the autograd path.
 """
 
@@ -27,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .precision import upcast
+from .lazy_log_probs import LazyLogProbs
+from .precision import accumulation_dtype, upcast
 
 
 def validate_cutoffs(cutoffs: Sequence[int], vocab_size: int, flag: str = "cutoffs") -> List[int]:
@@ -229,6 +233,8 @@ class AdaptiveSoftmax(nn.Module):
         for i in range(self.n_clusters):
             # May be empty: the tail still runs, so its weights get a zero gradient.
             rows = (cluster == i + 1).nonzero().squeeze(1)
+            if rows.numel() == 0 and not torch.is_grad_enabled():
+                continue  # no gradient to give: skip the tail
             with self._matmuls(input):
                 logits = self._tail(i, input.index_select(0, rows))  # rows x cluster_size
             logits = upcast(logits)
@@ -250,8 +256,21 @@ class AdaptiveSoftmax(nn.Module):
         return torch.cat(parts, dim=1).view(*lead, self.vocab_size)
 
     def get_log_prob(self, input: Tensor, target: Optional[Tensor] = None) -> Tensor:
-        """fairseq's interface (``FairseqDecoder.get_normalized_probs``): B x T x d -> B x T x V."""
-        return self.log_prob(input)
+        """fairseq's interface (``FairseqDecoder.get_normalized_probs``): B x T x d -> B x T x V.
+        Given the targets (a scorer's call) and no gradient to track, the result
+        is a ``LazyLogProbs``: reading one word per position, as scorers do,
+        costs the head and the tails those words fall in."""
+        if target is None or torch.is_grad_enabled():
+            return self.log_prob(input)
+        return self.lazy_log_prob(input)
+
+    def lazy_log_prob(self, input: Tensor) -> LazyLogProbs:
+        """``log_prob(input)`` computed only where it is read (``modules/lazy_log_probs.py``)."""
+        lead = tuple(input.shape[:-1])
+        x = input.reshape(-1, input.size(-1))  # N x d
+        return LazyLogProbs(lead, self.vocab_size, accumulation_dtype(input.dtype), input.device,
+                            at=lambda index: self.target_log_prob(x, index.reshape(-1)).view(lead),
+                            full=lambda: self.log_prob(input))
 
     def predict(self, input: Tensor) -> Tensor:
         """Most likely class for each row: ... x d -> ..."""

@@ -18,6 +18,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .lazy_log_probs import LazyLogProbs
+
 
 @dataclass
 class CacheMemory:
@@ -98,6 +100,20 @@ class NeuralCache:
         at_words = self.mix(lp.gather(2, index), cache_p, remembered)  # B x T x K
         shifted = torch.where(remembered, lp + math.log1p(-self.lam), lp)  # B x T x V
         return shifted.scatter_(2, index, at_words)  # a repeated word writes one value each time
+
+    def lazy_mixed_log_probs(self, model_log_probs: LazyLogProbs, weights: Tensor, values: Tensor) -> LazyLogProbs:
+        """``mixed_log_probs`` for a scorer (B x T x V, lazy): reading one word per
+        position costs the model's log p of that word and p_cache of it."""
+        B, T, K = weights.shape
+        remembered = weights.sum(-1) > 0  # B x T
+
+        def at(index: Tensor) -> Tensor:  # B x T words -> B x T
+            return self.mix(model_log_probs.at(index), self.target_probs(weights, values, index), remembered)
+
+        def full() -> Tensor:
+            return self.mixed_log_probs(model_log_probs.materialize(), weights, values)
+
+        return LazyLogProbs((B, T), model_log_probs.size(-1), torch.float32, weights.device, at, full)
 
     def mix(self, model_log_probs: Tensor, cache_probs: Tensor, remembered: Tensor) -> Tensor:
         """log((1 - lambda) p_model + lambda p_cache) where the cache holds
