@@ -27,25 +27,21 @@ Needs recipes/wikitext2/prepare.sh to have run (data-bin/wikitext-2).
 
 import argparse
 import contextlib
-import glob
-import hashlib
 import json
 import os
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 
 from benchmarks import zipf_corpus
+from benchmarks.before_after import BIN, baseline_worktree, check_plugin, code_digest, run_child
 from benchmarks.common import DATA, PLUGIN_DIR, ROOT, tagged, write_result
 from fairseq_adasoft.logs import EVAL_RE
 from fairseq_adasoft.presets import ARCHITECTURES, EVAL_PROTOCOLS
 from fairseq_adasoft.tasks.language_modeling_freqsorted import NEURAL_CACHE_LAMBDA, NEURAL_CACHE_THETA
 
-BIN = os.path.dirname(sys.executable)  # the venv's fairseq-* scripts
 WORK_DIR = os.path.join(ROOT, "runs", "eval_lm_bench")  # gitignored: corpora, checkpoints, logs
 BASELINE_REV = "6ccfa01"  # the commit before target-aware scoring
 # fairseq-eval-lm's other result line (logs.EVAL_RE reads the loss and perplexity).
@@ -93,36 +89,10 @@ TRAIN = ["--task", "language_modeling_freqsorted", "--cpu", "--optimizer", "adam
 LEGACY_CHECKPOINT_ENV = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
 # glibc's malloc otherwise hands large activations back to the OS after every step (as train.sh).
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
-# Runs the measured command from a fresh small process: a child's ru_maxrss starts at the peak RSS
-# of the process that execs it (Linux keeps the old memory map's high-water mark), here the benchmark's.
-SHIM = ("import json, os, subprocess, sys, time\n"
-        "t = time.perf_counter(); p = subprocess.Popen(sys.argv[2:])\n"
-        "_, status, usage = os.wait4(p.pid, 0)\n"
-        "json.dump({'returncode': os.waitstatus_to_exitcode(status), 'wall_s': time.perf_counter() - t,\n"
-        "           'maxrss_kb': usage.ru_maxrss}, open(sys.argv[1], 'w'))\n")
-# Imports --user-dir as fairseq-eval-lm does and names the files of the plugin modules it loaded.
-PLUGIN_CHECK = ("import argparse, json, os, sys\n"
-                "sys.path[0] = os.path.dirname(sys.executable)  # a console script's sys.path\n"
-                "from fairseq import utils\n"
-                "utils.import_user_module(argparse.Namespace(user_dir=sys.argv[1]))\n"
-                "print(json.dumps({m: getattr(sys.modules[m], '__file__', None) for m in sorted(sys.modules)\n"
-                "                  if m.split('.')[0] == 'fairseq_adasoft'}))\n")
 
 
 def shown(cmd) -> str:
     return shlex.join(cmd).replace(ROOT + os.sep, "")
-
-
-def run_child(cmd, log_path: str, env=None) -> dict:
-    """Run ``cmd`` (output to ``log_path``): its exit status, wall seconds and peak RSS in MB."""
-    result_path = log_path + ".rusage.json"
-    with open(log_path, "w") as log:
-        subprocess.run([sys.executable, "-I", "-S", "-c", SHIM, result_path, *cmd],
-                       stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, check=True)
-    with open(result_path) as f:
-        r = json.load(f)
-    return {"returncode": r["returncode"], "wall_s": round(r["wall_s"], 2),
-            "peak_rss_mb": round(r["maxrss_kb"] / 1024, 1)}  # ru_maxrss is in KB on Linux
 
 
 def parse_eval_log(text: str) -> dict:
@@ -134,53 +104,6 @@ def parse_eval_log(text: str) -> dict:
     loss, ppl = scores[-1]
     return {"tokens": int(tokens.replace(",", "")), "eval_s": float(seconds), "words_per_s": float(per_s),
             "loss_base2": float(loss), "perplexity": float(ppl), "printed": {"loss": loss, "perplexity": ppl}}
-
-
-def git(*args, cwd=ROOT) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-
-
-@contextlib.contextmanager
-def baseline_worktree(rev: str):
-    """(plugin dir, full sha) of ``rev`` checked out in a temporary git worktree, removed afterwards."""
-    try:
-        sha = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
-    except subprocess.CalledProcessError:
-        raise ValueError(f"--baseline-rev {rev!r} names no commit of {ROOT}: give a sha or branch it holds") from None
-    tree = os.path.join(tempfile.mkdtemp(prefix="eval_lm_baseline_"), "tree")
-    git("worktree", "add", "--detach", tree, sha)
-    try:
-        yield os.path.join(tree, "fairseq_adasoft"), sha
-    finally:
-        git("worktree", "remove", "--force", tree)
-        shutil.rmtree(os.path.dirname(tree), ignore_errors=True)
-
-
-def plugin_files(plugin_dir: str) -> dict:
-    """Module -> file of every fairseq_adasoft module that --user-dir ``plugin_dir`` loads."""
-    out = subprocess.run([os.path.join(BIN, "python"), "-c", PLUGIN_CHECK, plugin_dir],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def check_plugin(plugin_dir: str) -> int:
-    """Assert that --user-dir ``plugin_dir`` runs that folder's code (not the pip-installed
-    checkout's); returns how many of its modules were loaded."""
-    inside = os.path.realpath(plugin_dir) + os.sep
-    files = plugin_files(plugin_dir)
-    outside = {m: f for m, f in files.items() if f and not os.path.realpath(f).startswith(inside)}
-    if not files or outside:
-        raise RuntimeError(f"--user-dir {plugin_dir} loads code from elsewhere: {outside or 'no modules'}")
-    return len(files)
-
-
-def code_digest(plugin_dir: str) -> str:
-    """sha256 over the plugin's .py files, to tell whether two variants run the same code."""
-    h = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(plugin_dir, "**", "*.py"), recursive=True)):
-        with open(path, "rb") as f:
-            h.update(os.path.relpath(path, plugin_dir).encode() + b"\0" + f.read() + b"\0")
-    return h.hexdigest()[:16]
 
 
 def train(save_dir: str, data: str, flags: list, updates: int) -> str:

@@ -140,7 +140,7 @@ def readme_results(r: Results) -> str:
                 f"{minutes(r.get(name, 'train', 'train_wall_s'))} of training",
                 machine(r, name), code(f"{name}_protocols")]
 
-    cmp, lm, lma, out = "wikitext2_compare", "lm_throughput", "lm_throughput_avx2", "output_layer"
+    cmp, lm, lma, out, ev = "wikitext2_compare", "lm_throughput", "lm_throughput_avx2", "output_layer", "eval_lm"
     seed = r.get(cmp, "published_seed")
     rows = [
         hour("wikitext2_main_bf16_timed", "main job, bf16 CPU (4 x 800)"),
@@ -154,6 +154,11 @@ def readme_results(r: Results) -> str:
          f"({x2(r.get(lma, 'ratios', 'qrnn_adaptive_vs_lstm_adaptive'))} on AVX2)", machine(r, lm), f"{code(lm)}, {code(lma)}"],
         ["output layer + loss vs full softmax, V = 33,280",
          f"{x2(r.get(out, 'speedups_median', 'wikitext2', 'ours_vs_full'))} faster", machine(r, out), code(out)],
+        ["`fairseq-eval-lm`, target-aware scoring vs before",
+         f"{x2(r.get(ev, 'derived', 'wikitext2', 'speedup_b_vs_a', 'blocks'))} the words/s on WikiText-2 (blocks); "
+         f"{x2(r.get(ev, 'derived', 'zipf', 'speedup_b_vs_a', 'blocks'))} at V = 267,744, with "
+         f"{x2(r.get(ev, 'derived', 'zipf', 'memory_ratio_a_vs_b', 'blocks'))} less peak memory; same perplexities",
+         machine(r, ev), code(ev)],
         ["published: the seed, adaptive vs full softmax",
          f"test {seed['adaptive']['test_ppl']} vs {seed['full']['test_ppl']}, "
          f"{seed['adaptive']['train_minutes']} vs {seed['full']['train_minutes']} min", "GPU (published)",

@@ -100,6 +100,36 @@ def speed_tables(r: Results) -> str:
     return "\n".join(parts)
 
 
+EVAL_VARIANTS = [("a", "(a) before"), ("b", "(b) target-aware"), ("c", "(c) fairseq `lstm_lm` + `adaptive_loss`"),
+                 ("d", "(d) `qrnn_lm`, full softmax")]
+EVAL_CORPORA = [("wikitext2", "WikiText-2 test"), ("zipf", "Zipf, V = 267,744")]
+
+
+def eval_lm_table(r: Results) -> str:
+    n = "eval_lm"
+    rows = []
+    for corpus, label in EVAL_CORPORA:
+        runs, derived = r.get(n, "results", corpus), r.get(n, "derived", corpus)
+        for protocol in r.get(n, "results", corpus, "b"):
+            cells = [f"{n0(runs[v][protocol]['words_per_s'])} ({n0(runs[v][protocol]['peak_rss_mb'])} MB)"
+                     if protocol in runs.get(v, {}) else "—" for v, _ in EVAL_VARIANTS]
+            same = "same" if derived["perplexity_equal"][protocol] else "**differs**"
+            rows.append([label, f"`{protocol}`", *cells, x2(derived["speedup_b_vs_a"][protocol]),
+                         f"{runs['b'][protocol]['printed']['perplexity']} ({same})"])
+    goals = [f"- {g['goal']}: {'met' if g['met'] else 'not measured' if g['met'] is None else '**not met**'}"
+             for g in r.get(n, "goals")]
+    chunk = r.get(n, "softmax_batch", "zipf", "a")
+    return "\n".join([
+        f"### `fairseq-eval-lm`: target-aware scoring, words/s (peak RSS) (`python -m benchmarks.eval_lm`, {code(n)}, {machine(r, n)})", "",
+        "(a) is the plugin before target-aware scoring (`baseline` in the file), run from a git worktree on the same "
+        f"checkpoint as (b); at V = 267,744 it runs with `--softmax-batch {chunk}` to fit in memory. Models trained "
+        "briefly (speed does not depend on training), so the perplexities only show that (a) and (b) agree. "
+        "How it works: [scoring.md](scoring.md).", "",
+        table(["corpus", "protocol"] + [label for _, label in EVAL_VARIANTS] + ["(b) / (a)", "perplexity (b), vs (a)"], rows), "",
+        "The issue's goals, as the file judges them:", "", *goals,
+    ])
+
+
 def results_page(r: Results) -> str:
     return "\n".join([
         "# Results", "",
@@ -119,6 +149,7 @@ def results_page(r: Results) -> str:
         "![Loss against wall-clock time and against epoch, adaptive and full softmax](../benchmarks/results/wikitext2_compare.png)", "",
         "## Speed benchmarks", "",
         speed_tables(r), "",
+        eval_lm_table(r), "",
     ])
 
 

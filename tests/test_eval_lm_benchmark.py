@@ -1,4 +1,4 @@
-"""benchmarks.eval_lm's parts, for real: the Zipf corpus's dictionary size after
+"""benchmarks.eval_lm's and benchmarks.before_after's parts, for real: the Zipf corpus's dictionary size after
 fairseq-preprocess, the parsing of eval-lm's result lines, the per-child peak
 RSS, the baseline worktree and the check that --user-dir runs its code; and
 (slow) the whole benchmark at --quick sizes."""
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from benchmarks import common, eval_lm, zipf_corpus
+from benchmarks import before_after, common, eval_lm, zipf_corpus
 
 MB = 2**20
 PARENT_MB, CHILD_MB, SMALL_CHILD_MB = 300, 200, 100
@@ -50,9 +50,9 @@ def test_peak_rss_is_each_childs_own_not_this_processs(tmp_path):
     parent = bytearray(PARENT_MB * MB)  # this process's peak: a child exec'd from it would start there
     parent[::4096] = b"\1" * len(parent[::4096])
     log = str(tmp_path / "child.log")
-    big = eval_lm.run_child([sys.executable, "-c", TOUCH.format(n=CHILD_MB)], log)
-    small = eval_lm.run_child([sys.executable, "-c", "pass"], log)
-    failed = eval_lm.run_child([sys.executable, "-c", "raise SystemExit(3)"], log)
+    big = before_after.run_child([sys.executable, "-c", TOUCH.format(n=CHILD_MB)], log)
+    small = before_after.run_child([sys.executable, "-c", "pass"], log)
+    failed = before_after.run_child([sys.executable, "-c", "raise SystemExit(3)"], log)
     assert big["returncode"] == small["returncode"] == 0 and failed["returncode"] == 3
     assert big["peak_rss_mb"] >= CHILD_MB
     assert small["peak_rss_mb"] < SMALL_CHILD_MB  # neither the parent's nor the previous child's
@@ -60,29 +60,29 @@ def test_peak_rss_is_each_childs_own_not_this_processs(tmp_path):
 
 
 def test_baseline_worktree_runs_its_own_code_and_is_removed():
-    head = eval_lm.git("rev-parse", "HEAD")
-    with eval_lm.baseline_worktree("HEAD") as (plugin, sha):
+    head = before_after.git("rev-parse", "HEAD")
+    with before_after.baseline_worktree("HEAD") as (plugin, sha):
         tree = os.path.dirname(plugin)
         assert sha == head and os.path.isfile(os.path.join(plugin, "__init__.py"))
-        files = eval_lm.plugin_files(plugin)
+        files = before_after.plugin_files(plugin)
         assert "fairseq_adasoft.models.qrnn_lm" in files and "fairseq_adasoft.modules.adaptive_softmax" in files
         assert all(f.startswith(os.path.realpath(plugin) + os.sep) for f in files.values() if f)
-        assert eval_lm.check_plugin(plugin) == len(files)
-        assert eval_lm.code_digest(plugin) == eval_lm.code_digest(plugin)
+        assert before_after.check_plugin(plugin) == len(files)
+        assert before_after.code_digest(plugin) == before_after.code_digest(plugin)
     assert not os.path.exists(tree)
-    assert tree not in eval_lm.git("worktree", "list")
+    assert tree not in before_after.git("worktree", "list")
 
 
 def test_plugin_check_fails_when_the_code_comes_from_elsewhere(monkeypatch, tmp_path):
     elsewhere = os.path.join(common.PLUGIN_DIR, "__init__.py")  # the pip-installed checkout's
-    monkeypatch.setattr(eval_lm, "plugin_files", lambda d: {"fairseq_adasoft": elsewhere})
+    monkeypatch.setattr(before_after, "plugin_files", lambda d: {"fairseq_adasoft": elsewhere})
     with pytest.raises(RuntimeError, match="loads code from elsewhere"):
-        eval_lm.check_plugin(str(tmp_path / "fairseq_adasoft"))
+        before_after.check_plugin(str(tmp_path / "fairseq_adasoft"))
 
 
 def test_a_bad_revision_or_flag_is_named():
     with pytest.raises(ValueError, match="--baseline-rev 'no-such-rev'"):
-        with eval_lm.baseline_worktree("no-such-rev"):
+        with before_after.baseline_worktree("no-such-rev"):
             pass
     with pytest.raises(ValueError, match="--variants takes a comma-separated subset of a,b,c,d"):
         eval_lm.parse_args(["--variants", "a,x"])
@@ -111,9 +111,10 @@ def test_derived_ratios_and_goals():
 
 
 @pytest.mark.slow
-def test_quick_benchmark_runs_every_variant_and_writes_no_results_file(tmp_path, monkeypatch):
+def test_quick_benchmark_runs_the_variants_and_writes_no_results_file(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path / "results"))
-    payload = eval_lm.main(["--quick", "--work-dir", str(tmp_path / "work")])
+    # (c) is left out: a 512-token lstm_lm is most of the quick run's time, and (b)'s code serves it.
+    payload = eval_lm.main(["--quick", "--variants", "a,b,d", "--work-dir", str(tmp_path / "work")])
     assert not os.path.exists(tmp_path / "results")
     assert len(payload["baseline"]["sha"]) == 40
     assert all(v["modules_checked"] > 0 for v in payload["variants"].values())
@@ -123,7 +124,7 @@ def test_quick_benchmark_runs_every_variant_and_writes_no_results_file(tmp_path,
             assert set(protocols) == set(eval_lm.PLAN[corpus][variant]) & {"blocks", "classic_cache"}
             for r in protocols.values():
                 assert r["tokens"] == test_tokens and r["words_per_s"] > 0 and r["peak_rss_mb"] > 0
-    assert set(payload["results"]["wikitext2"]) == set("abcd")
+    assert set(payload["results"]["wikitext2"]) == set("abd")
     assert "--softmax-batch" in payload["results"]["zipf"]["a"]["blocks"]["command"]
     assert all(all(d["perplexity_equal"].values()) for d in payload["derived"].values())
     json.dumps(payload)  # what write_result would write
