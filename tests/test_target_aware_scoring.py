@@ -181,7 +181,7 @@ def big_vocabulary(tmp_path_factory):
     def lines(ids):
         return "\n".join(" ".join(words[i] for i in row) for row in ids.view(-1, 50).tolist()) + "\n"
 
-    (d / "train.txt").write_text(lines(torch.cat([torch.arange(BIG_V), torch.multinomial(zipf, 10 * BIG_V, True, generator=g)])))
+    (d / "train.txt").write_text(lines(torch.cat([torch.arange(BIG_V), torch.multinomial(zipf, 3 * BIG_V, True, generator=g)])))
     (d / "test.txt").write_text(lines(torch.multinomial(zipf, 2000, True, generator=g)))
     dest = d / "bin"
     run([fairseq_cli("fairseq-preprocess"), "--only-source", "--trainpref", d / "train.txt",
