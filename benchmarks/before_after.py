@@ -12,9 +12,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchmarks.common import ROOT
-
-BIN = os.path.dirname(sys.executable)  # the venv's python and fairseq-* scripts
+from benchmarks.common import BIN, ROOT
 # Runs the measured command from a fresh small process: a child's ru_maxrss starts at the peak RSS
 # of the process that execs it (Linux keeps the old memory map's high-water mark), here the benchmark's.
 SHIM = ("import json, os, subprocess, sys, time\n"

@@ -2,6 +2,7 @@
 and the results-file writer (fairseq_adasoft.provenance) pointed there."""
 
 import os
+import sys
 import time
 
 from fairseq_adasoft import provenance
@@ -12,6 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.environ.get("BENCHMARK_RESULTS_DIR") or os.path.join(ROOT, provenance.RESULTS_SUBDIR)
 DATA = os.path.join(ROOT, "data-bin", "wikitext-2")  # recipes/wikitext2/prepare.sh's DATA_BIN
 PLUGIN_DIR = os.path.dirname(provenance.__file__)  # fairseq's --user-dir: the package that runs
+BIN = os.path.dirname(sys.executable)  # the venv's python and fairseq-* scripts
+# glibc's malloc otherwise hands large activations back to the OS after every step (as train.sh).
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
 
 
 def time_ms(fn, repeats: int, warmup: int = 1, calls_per_repeat: int = 1, sync=None) -> dict:

@@ -16,13 +16,11 @@ import collections
 import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
 
-from benchmarks.common import PLUGIN_DIR, ROOT, spread, write_result
+from benchmarks.common import BIN, PLUGIN_DIR, ROOT, spread, write_result
 
-BIN = os.path.dirname(sys.executable)
 ABORT_MARKERS = ("terminate called", "SIGABRT", "Signal 6")
 
 

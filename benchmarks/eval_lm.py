@@ -29,23 +29,20 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shlex
 import shutil
 import tempfile
 import time
 
 from benchmarks import zipf_corpus
-from benchmarks.before_after import BIN, baseline_worktree, check_plugin, code_digest, run_child
-from benchmarks.common import DATA, PLUGIN_DIR, ROOT, tagged, write_result
-from fairseq_adasoft.logs import EVAL_RE
+from benchmarks.before_after import baseline_worktree, check_plugin, code_digest, run_child
+from benchmarks.common import BIN, DATA, MALLOC_ENV, PLUGIN_DIR, ROOT, tagged, write_result
+from fairseq_adasoft.logs import EVAL_RE, EVALUATED_RE
 from fairseq_adasoft.presets import ARCHITECTURES, EVAL_PROTOCOLS
 from fairseq_adasoft.tasks.language_modeling_freqsorted import NEURAL_CACHE_LAMBDA, NEURAL_CACHE_THETA
 
 WORK_DIR = os.path.join(ROOT, "runs", "eval_lm_bench")  # gitignored: corpora, checkpoints, logs
 BASELINE_REV = "6ccfa01"  # the commit before target-aware scoring
-# fairseq-eval-lm's other result line (logs.EVAL_RE reads the loss and perplexity).
-EVALUATED_RE = re.compile(r"Evaluated ([0-9,]+) tokens in ([0-9.]+)s \(([0-9.]+) tokens/s\)")
 # What fairseq logs when --user-dir's package was imported from elsewhere first.
 FOREIGN_IMPORT = "has already been imported"
 CACHE_SIZE = 2000  # Grave et al. 2017's WikiText-2 cache, the middle of tune_cache.SIZES
@@ -87,8 +84,6 @@ TRAIN = ["--task", "language_modeling_freqsorted", "--cpu", "--optimizer", "adam
 # torch >= 2.6 loads with weights_only=True, which refuses the argparse.Namespace that fairseq
 # saves for a legacy (args-based) model such as lstm_lm; these checkpoints are our own.
 LEGACY_CHECKPOINT_ENV = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-# glibc's malloc otherwise hands large activations back to the OS after every step (as train.sh).
-MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
 
 
 def shown(cmd) -> str:

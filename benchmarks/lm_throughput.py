@@ -15,14 +15,12 @@ Needs recipes/wikitext2/prepare.sh to have run (data-bin/wikitext-2).
 import argparse
 import os
 import subprocess
-import sys
 
-from benchmarks.common import DATA, PLUGIN_DIR, ROOT, spread, tagged, write_result
+from benchmarks.common import BIN, DATA, MALLOC_ENV, PLUGIN_DIR, ROOT, spread, tagged, write_result
 from fairseq_adasoft.logs import json_records
 from fairseq_adasoft.modules import parse_cutoffs
 from fairseq_adasoft.presets import ARCHITECTURES, MAIN_JOB
 
-BIN = os.path.dirname(sys.executable)
 # The seed experiment's sizes (its preset's width and depth, the main job's batch
 # shape) and its cutoffs as word ids of WikiText-2's dictionary, the form fairseq's
 # lstm_lm takes, with div_value 4 (fairseq's factor 4).
@@ -31,8 +29,6 @@ WIKITEXT2_VOCAB = 33_280  # 33,276 words and fairseq's 4 special symbols
 SIZE, LAYERS = SEED["hidden_size"], SEED["num_layers"]
 CUTOFFS = ",".join(map(str, parse_cutoffs(SEED["adaptive_softmax_cutoff"], WIKITEXT2_VOCAB)))
 STREAMS, TOKENS_PER_SAMPLE = MAIN_JOB["batch_size"], MAIN_JOB["tokens_per_sample"]
-# glibc's malloc otherwise hands large activations back to the OS after every step (as train.sh).
-MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
 COMMON = ["--task", "language_modeling_freqsorted", "--user-dir", PLUGIN_DIR,
           "--tokens-per-sample", str(TOKENS_PER_SAMPLE), "--batch-size", str(STREAMS), "--optimizer", "adam", "--lr", "0.002",
           "--clip-norm", "0.25", "--cpu", "--disable-validation", "--no-save", "--seed", "1",

@@ -14,11 +14,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 
-BIN = os.path.dirname(sys.executable)  # the venv's fairseq-* scripts
+from benchmarks.common import BIN
+
 N_SPECIAL = 4  # fairseq Dictionary: <s> <pad> </s> <unk>
 PADDING_FACTOR = 8  # fairseq-preprocess pads the dictionary to a multiple of this with made-up words
 LINE_TOKENS = 20  # words per line; fairseq adds </s> to each

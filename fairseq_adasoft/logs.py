@@ -12,6 +12,8 @@ from fairseq_adasoft.provenance import spread
 
 # fairseq-eval-lm's result line.
 EVAL_RE = re.compile(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.]+)")
+# fairseq-eval-lm's other result line: tokens scored, seconds, tokens/s.
+EVALUATED_RE = re.compile(r"Evaluated ([0-9,]+) tokens in ([0-9.]+)s \(([0-9.]+) tokens/s\)")
 
 # Setting name -> (config group, key) in a checkpoint's fairseq config.
 SETTINGS = {

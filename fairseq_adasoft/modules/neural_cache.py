@@ -104,7 +104,7 @@ class NeuralCache:
     def lazy_mixed_log_probs(self, model_log_probs: LazyLogProbs, weights: Tensor, values: Tensor) -> LazyLogProbs:
         """``mixed_log_probs`` for a scorer (B x T x V, lazy): reading one word per
         position costs the model's log p of that word and p_cache of it."""
-        B, T, K = weights.shape
+        B, T = weights.shape[:2]
         remembered = weights.sum(-1) > 0  # B x T
 
         def at(index: Tensor) -> Tensor:  # B x T words -> B x T
