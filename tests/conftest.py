@@ -67,6 +67,17 @@ def data_bin(tiny_corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def trained_checkpoint(data_bin, tmp_path_factory):
+    """A small qrnn_lm trained for 30 updates, shared by the tests that only score one."""
+    from cli_setup import MODEL, TRAIN
+
+    save = tmp_path_factory.mktemp("trained-ckpt")
+    run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
+         "--max-update", "30", "--save-dir", save, "--no-epoch-checkpoints"])
+    return save / "checkpoint_last.pt"
+
+
+@pytest.fixture(scope="session")
 def alphabetical_data_bin(tiny_corpus, data_bin, tmp_path_factory):
     """The same corpus binarized with an alphabetical --srcdict (not frequency-sorted)."""
     dest = tmp_path_factory.mktemp("data-bin-alpha")

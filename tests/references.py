@@ -40,3 +40,14 @@ def target_positions(batches, k: int) -> Tensor:
     cols = torch.arange(k * T, min((k + 1) * T, batches.longest))
     pos = batches.positions.unsqueeze(1) + cols.unsqueeze(0)  # B x T
     return pos.masked_fill(batches.targets[:, cols].eq(batches.pad), -1)
+
+
+def adaptive_input_reference(tokens: Tensor, cutoffs, embeddings, projections) -> Tensor:
+    """Adaptive input (Baevski & Auli 2019) one token at a time: the band of
+    each word, its row of that band's ``nn.Embedding``, then that band's ``nn.Linear``."""
+    bounds = [0] + list(cutoffs)
+    rows = []
+    for w in tokens.reshape(-1).tolist():
+        band = max(b for b, lo in enumerate(bounds) if w >= lo)
+        rows.append(projections[band](embeddings[band](torch.tensor(w - bounds[band]))))
+    return torch.stack(rows).view(*tokens.shape, -1)

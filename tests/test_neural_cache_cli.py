@@ -20,11 +20,8 @@ CACHE = ["--neural-cache-size", str(SIZE), "--neural-cache-theta", str(THETA), "
 
 
 @pytest.fixture(scope="module")
-def checkpoint(data_bin, tmp_path_factory):
-    save = tmp_path_factory.mktemp("cache-ckpt")
-    run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
-         "--max-update", "30", "--save-dir", save, "--no-epoch-checkpoints"])
-    return save / "checkpoint_last.pt"
+def checkpoint(trained_checkpoint):
+    return trained_checkpoint
 
 
 def evaluate(data_bin, checkpoint, *extra, check=True):

@@ -61,9 +61,8 @@ def test_ddp_streams_train_and_checkpoint_every_rank_state(data_bin, tmp_path):
     assert sum(losses[-5:]) < sum(losses[:5])
 
 
-def test_eval_lm_classic_protocol_scores_every_token_with_the_whole_history(data_bin, tiny_corpus, tmp_path):
-    train(data_bin, tmp_path / "ckpt", 30)
-    checkpoint = tmp_path / "ckpt" / "checkpoint_last.pt"
+def test_eval_lm_classic_protocol_scores_every_token_with_the_whole_history(data_bin, tiny_corpus, trained_checkpoint):
+    checkpoint = trained_checkpoint
     evaluate = [fairseq_cli("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", checkpoint,
                 "--task", "language_modeling_freqsorted", "--gen-subset", "test", "--cpu",
                 "--tokens-per-sample", "16"]

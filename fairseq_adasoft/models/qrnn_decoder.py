@@ -1,4 +1,4 @@
-"""The decoder of ``qrnn_lm``: embedding -> QRNN stack -> output layer.
+"""The decoder of ``qrnn_lm``: embedding (plain or adaptive input) -> QRNN stack -> output layer.
 
 It carries the QRNN state through fairseq's incremental state when
 generating, through its ``StreamState`` between batches of stateful BPTT, and
@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from fairseq_adasoft.modules import (
     QRNN,
+    AdaptiveInput,
     AdaptiveSoftmax,
     CacheMemory,
     LazyLogProbs,
@@ -31,6 +32,30 @@ logger = logging.getLogger(__name__)
 UNBOUNDED_POSITIONS = int(1e6)
 
 
+def build_embedding(cfg, vocab_size: int, padding_idx: int) -> nn.Module:
+    """The plain embedding, or with --adaptive-input an ``AdaptiveInput`` whose
+    bands default to the adaptive softmax's clusters."""
+    if cfg.tie_adaptive_proj and not (cfg.adaptive_input and cfg.tie_adaptive_weights):
+        raise ValueError(
+            "--tie-adaptive-proj shares the adaptive softmax's tail projections with adaptive input's: "
+            "add --adaptive-input --tie-adaptive-weights, or drop --tie-adaptive-proj"
+        )
+    if not cfg.adaptive_input:
+        if cfg.adaptive_input_cutoff:
+            raise ValueError("--adaptive-input-cutoff sets adaptive input's bands: add --adaptive-input, or drop it")
+        return nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=padding_idx)
+    spec, flag = cfg.adaptive_input_cutoff, "--adaptive-input-cutoff"
+    if not spec:
+        spec, flag = cfg.adaptive_softmax_cutoff, "--adaptive-softmax-cutoff"
+    if not spec:
+        raise ValueError(
+            "--adaptive-input needs bands: set --adaptive-input-cutoff, or --adaptive-softmax-cutoff "
+            "(which it then shares)"
+        )
+    cutoffs = parse_cutoffs(spec, vocab_size, flag)
+    return AdaptiveInput(vocab_size, cfg.embed_dim, cutoffs, cfg.adaptive_input_factor, padding_idx)
+
+
 class QRNNDecoder(FairseqIncrementalDecoder):
     """Embedding, QRNN stack and output layer; carries the QRNN state through
     fairseq's incremental state when generating."""
@@ -41,7 +66,8 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         self.dropout_embed = cfg.dropout_embed
         self.cpu_autocast_bf16 = cfg.cpu_autocast_bf16
         tie_adaptive = cfg.tie_adaptive_weights
-        self.embed_tokens = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=dictionary.pad())
+        self.embed_tokens = build_embedding(cfg, vocab_size, dictionary.pad())
+        adaptive_input = isinstance(self.embed_tokens, AdaptiveInput)
         self.dropout_input = LockedDropout(cfg.dropout_input)
         self.qrnn = QRNN(
             input_size=cfg.embed_dim,
@@ -69,8 +95,10 @@ class QRNNDecoder(FairseqIncrementalDecoder):
                 cutoffs,
                 div_value=cfg.adaptive_softmax_div_value,
                 dropout=cfg.adaptive_softmax_dropout,
-                tied_weight=self.embed_tokens.weight if tie_adaptive else None,
+                tied_weight=self.embed_tokens.weight if tie_adaptive and not adaptive_input else None,
                 train_autocast_dtype=torch.bfloat16 if self.cpu_autocast_bf16 else None,
+                tied_input=self.embed_tokens if tie_adaptive and adaptive_input else None,
+                tie_proj=cfg.tie_adaptive_proj,
             )
         else:
             if tie_adaptive:
@@ -80,6 +108,11 @@ class QRNNDecoder(FairseqIncrementalDecoder):
                 )
             self.output_projection = nn.Linear(cfg.embed_dim, vocab_size, bias=False)
             if cfg.share_input_output_embed:
+                if adaptive_input:
+                    raise ValueError(
+                        "--share-input-output-embed ties a full softmax to a plain embedding; with "
+                        "--adaptive-input set --adaptive-softmax-cutoff and --tie-adaptive-weights instead"
+                    )
                 self.output_projection.weight = self.embed_tokens.weight
         # Stateful BPTT: the state carried between batches of the task's streams.
         self.carried = StreamState(cfg.num_layers)
@@ -133,7 +166,7 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         if stream is not None:
             if incremental_state is not None:
                 raise ValueError("a batch cannot both continue --stateful-bptt streams and decode incrementally")
-            state = self.carried.read(stream, self.embed_tokens.weight.device)
+            state = self.carried.read(stream, prev_output_tokens.device)
         if incremental_state is not None:
             state = self._get_state(incremental_state)
             if state is not None:  # earlier tokens are already in the state

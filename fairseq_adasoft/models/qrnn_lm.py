@@ -50,7 +50,32 @@ class QRNNLanguageModelConfig(FairseqDataclass):
         metadata={
             "help": "share the input embedding with the adaptive softmax: the head's shortlist rows, "
             "and the output matrix of every tail whose projection keeps embed_dim features "
-            "(--adaptive-softmax-div-value 1)"
+            "(--adaptive-softmax-div-value 1); with --adaptive-input, each band's embedding is the "
+            "output matrix of its cluster (band 0: the head's shortlist)"
+        },
+    )
+    adaptive_input: bool = field(
+        default=False,
+        metadata={
+            "help": "adaptive input representations (Baevski & Auli 2019) instead of the plain embedding: "
+            "band i of the vocabulary is embedded in embed_dim / factor^i features and projected to embed_dim"
+        },
+    )
+    adaptive_input_factor: float = field(
+        default=4.0, metadata={"help": "--adaptive-input: band i has embed_dim / factor^i features"}
+    )
+    adaptive_input_cutoff: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "--adaptive-input's bands, in the forms of --adaptive-softmax-cutoff (ids, fractions "
+            "or auto); unset: the adaptive softmax's cutoffs"
+        },
+    )
+    tie_adaptive_proj: bool = field(
+        default=False,
+        metadata={
+            "help": "with --adaptive-input and --tie-adaptive-weights, also share each adaptive softmax "
+            "tail's projection with its band's (transposed)"
         },
     )
     cpu_autocast_bf16: bool = field(
@@ -89,6 +114,7 @@ FLAG_RANGES = {
     "zoneout": PROBABILITY,
     "adaptive_softmax_div_value": Range(1),  # tails never wider than embed_dim
     "adaptive_softmax_dropout": PROBABILITY,
+    "adaptive_input_factor": Range(1),  # bands never wider than embed_dim
 }
 
 

@@ -54,6 +54,13 @@ def validate_cutoffs(cutoffs: Sequence[int], vocab_size: int, flag: str = "cutof
     return cutoffs
 
 
+def band_dim(dim: int, factor: float, band: int) -> int:
+    """Features of band ``band`` (0: the shortlist, i + 1: cluster i) when each
+    band has ``factor`` times fewer than the one before: the adaptive softmax's
+    tail projections and adaptive input's embeddings, so that they can be tied."""
+    return max(1, int(dim // (factor**band)))
+
+
 def is_fraction_spec(spec: str) -> bool:
     """Whether cutoffs are given as fractions of the vocabulary (every value in (0, 1))."""
     try:
@@ -87,6 +94,23 @@ def parse_cutoffs(spec: str, vocab_size: int, flag: str = "--adaptive-softmax-cu
             f"(integers) or all as fractions of the vocabulary (below 1)"
         )
     return validate_cutoffs(values, vocab_size, flag)
+
+
+def check_tied_input(tied_input: nn.Module, cutoffs: Sequence[int], input_dim: int, div_value: float) -> None:
+    """An adaptive input can share its bands with the softmax's clusters only
+    when both split the vocabulary alike and each band has its cluster's width."""
+    if list(tied_input.cutoffs) != list(cutoffs):
+        raise ValueError(
+            f"tying an adaptive input to the adaptive softmax needs the same cutoffs, got {tied_input.cutoffs[:-1]} "
+            f"and {list(cutoffs[:-1])}: drop --adaptive-input-cutoff (it defaults to --adaptive-softmax-cutoff)"
+        )
+    widths = [band_dim(input_dim, div_value, b) for b in range(1, len(cutoffs))]
+    if tied_input.embed_dim != input_dim or tied_input.band_dims[1:] != widths:
+        raise ValueError(
+            f"tying an adaptive input to the adaptive softmax needs bands as wide as the tails' projections "
+            f"({widths} features for embed_dim {input_dim}), got {tied_input.band_dims[1:]}: set "
+            f"--adaptive-input-factor equal to --adaptive-softmax-div-value ({div_value:g})"
+        )
 
 
 class SoftmaxNLL(torch.autograd.Function):
@@ -138,6 +162,12 @@ class AdaptiveSoftmax(nn.Module):
             keeps its own cluster rows; tail i scores its words with rows
             [cutoffs[i], cutoffs[i+1]) when its projection has d features
             (``div_value`` 1), and keeps its own output matrix otherwise.
+        tied_input: an ``AdaptiveInput`` with the same cutoffs and bands to share,
+            as fairseq's ``--tie-adaptive-weights`` with ``--adaptive-input``
+            (Baevski & Auli 2019): the head's shortlist rows are band 0's
+            embedding, and tail i's output matrix is band i + 1's embedding.
+        tie_proj: with ``tied_input``, tail i also projects with band i + 1's
+            projection, transposed (fairseq's ``--tie-adaptive-proj``).
         inplace_backward: let the loss's backward overwrite its saved
             log-probabilities (faster, less memory; one backward per forward).
         train_autocast_dtype: while training on CPU, run the loss's head and
@@ -158,6 +188,8 @@ class AdaptiveSoftmax(nn.Module):
         tied_weight: Optional[nn.Parameter] = None,
         inplace_backward: bool = True,
         train_autocast_dtype: Optional[torch.dtype] = None,
+        tied_input: Optional[nn.Module] = None,
+        tie_proj: bool = False,
     ):
         super().__init__()
         self.inplace_backward = inplace_backward
@@ -174,20 +206,29 @@ class AdaptiveSoftmax(nn.Module):
                 f"the tied embedding is {tuple(tied_weight.shape)}, the adaptive softmax needs "
                 f"{vocab_size} x {input_dim}: give the embedding the output layer's dimension"
             )
+        if tied_weight is not None and tied_input is not None:
+            raise ValueError("tie the adaptive softmax to an embedding matrix or to an adaptive input, not both")
+        if tie_proj and tied_input is None:
+            raise ValueError("tie_proj shares an adaptive input's projections: give tied_input")
+        if tied_input is not None:
+            check_tied_input(tied_input, self.cutoffs, input_dim, div_value)
         self.tied_weight = tied_weight
-        if tied_weight is None:
+        self.tied_input = tied_input
+        self.tie_proj = tie_proj
+        if tied_weight is None and tied_input is None:
             self.head = nn.Linear(input_dim, self.shortlist_size + self.n_clusters, bias=head_bias)
         else:  # only the cluster rows are the head's own
             self.head_clusters = nn.Linear(input_dim, self.n_clusters, bias=head_bias)
         self.tail = nn.ModuleList()
-        self.tail_tied = []
+        self.tail_tied = []  # whether tail i's output matrix is a shared one
         for i in range(self.n_clusters):
-            proj_dim = max(1, int(input_dim // (div_value ** (i + 1))))
+            proj_dim = band_dim(input_dim, div_value, i + 1)
             cluster_size = self.cutoffs[i + 1] - self.cutoffs[i]
-            tied = tied_weight is not None and proj_dim == input_dim
-            # Identity at p = 0 keeps the parameter names and skips a no-op pass.
+            tied = tied_input is not None or (tied_weight is not None and proj_dim == input_dim)
+            # Identity keeps the parameter names: at p = 0 it skips a no-op pass, and
+            # with tie_proj it stands where the tail's own projection would be.
             layers = [
-                nn.Linear(input_dim, proj_dim, bias=False),
+                nn.Identity() if tie_proj else nn.Linear(input_dim, proj_dim, bias=False),
                 nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
             ]
             if not tied:
@@ -201,14 +242,21 @@ class AdaptiveSoftmax(nn.Module):
 
     def _head(self, x: Tensor) -> Tensor:
         """Head logits: N x d -> N x (shortlist + clusters)."""
-        if self.tied_weight is None:
+        if self.tied_input is not None:
+            shortlist = F.linear(x, self.tied_input.embeddings[0].weight)  # N x s
+        elif self.tied_weight is not None:
+            shortlist = F.linear(x, self.tied_weight[: self.shortlist_size])  # N x s
+        else:
             return self.head(x)
-        shortlist = F.linear(x, self.tied_weight[: self.shortlist_size])  # N x s
         return torch.cat([shortlist, self.head_clusters(x).to(shortlist.dtype)], dim=1)
 
     def _tail(self, i: int, x: Tensor) -> Tensor:
         """Tail i logits: rows x d -> rows x cluster_size."""
+        if self.tie_proj:  # band i + 1 maps its features to d; the tail maps d to them
+            x = F.linear(x, self.tied_input.projections[i + 1].weight.t())
         h = self.tail[i](x)
+        if self.tied_input is not None:
+            return F.linear(h, self.tied_input.embeddings[i + 1].weight)
         if self.tail_tied[i]:
             return F.linear(h, self.tied_weight[self.cutoffs[i] : self.cutoffs[i + 1]])
         return h

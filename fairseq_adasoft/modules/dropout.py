@@ -1,7 +1,6 @@
 """Dropout variants of AWD-LSTM (Merity et al. 2018, "Regularizing and
 Optimizing LSTM Language Models"), written for time-major ``T x B x C`` tensors."""
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -23,14 +22,16 @@ class LockedDropout(nn.Module):
         return x * mask.div_(1 - self.p)  # 1 x B x C broadcast over T
 
 
-def embedding_dropout(embed: nn.Embedding, tokens: Tensor, p: float, training: bool) -> Tensor:
+def embedding_dropout(embed: nn.Module, tokens: Tensor, p: float, training: bool) -> Tensor:
     """Drop whole word types (rows of the embedding matrix), rescaling the
-    survivors, as in AWD-LSTM's ``embedded_dropout``. ``tokens`` has any shape;
-    the result has that shape plus the embedding dimension."""
-    x = F.embedding(tokens, embed.weight, embed.padding_idx)  # tokens.shape x C
+    survivors, as in AWD-LSTM's ``embedded_dropout``. ``embed`` is an
+    ``nn.Embedding`` or an ``AdaptiveInput`` (linear in each row, so scaling
+    its output scales the word's row); ``tokens`` has any shape, the result
+    has that shape plus the embedding dimension."""
+    x = embed(tokens)  # tokens.shape x C
     if not training or p == 0.0:
         return x
-    mask = x.new_empty(embed.weight.size(0)).bernoulli_(1 - p).div_(1 - p)  # V: one scale per word type
+    mask = x.new_empty(embed.num_embeddings).bernoulli_(1 - p).div_(1 - p)  # V: one scale per word type
     # Scaling the looked-up rows equals scaling the whole V x C matrix, as
     # AWD-LSTM does, at a fraction of the cost when the batch has fewer tokens than V.
     return x * mask[tokens].unsqueeze(-1)

@@ -22,17 +22,26 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_cutoffs(model_cfg, train_counts, batch_tokens: int, measure_cost: bool) -> None:
-    """Rewrite ``model_cfg.adaptive_softmax_cutoff`` as word ids, in place.
+    """Rewrite ``model_cfg.adaptive_softmax_cutoff`` and ``adaptive_input_cutoff``
+    as word ids, in place; adaptive input's ``auto`` takes the softmax's result.
     Ids are validated by the model that uses them: fairseq's lstm_lm carries a
     default cutoff it ignores unless its criterion is adaptive_loss."""
     spec = getattr(model_cfg, "adaptive_softmax_cutoff", None)
     if spec == "auto":
         cutoffs = choose_cutoffs(model_cfg, train_counts, batch_tokens, measure_cost)
+        model_cfg.adaptive_softmax_cutoff = ",".join(map(str, cutoffs))
     elif spec and is_fraction_spec(str(spec)):
         cutoffs = parse_cutoffs(str(spec), len(train_counts))
-    else:
-        return
-    model_cfg.adaptive_softmax_cutoff = ",".join(map(str, cutoffs))
+        model_cfg.adaptive_softmax_cutoff = ",".join(map(str, cutoffs))
+    spec = getattr(model_cfg, "adaptive_input_cutoff", None)
+    if spec == "auto":
+        if not model_cfg.adaptive_softmax_cutoff:
+            raise ValueError("--adaptive-input-cutoff auto takes the adaptive softmax's cutoffs: set "
+                             "--adaptive-softmax-cutoff, or give --adaptive-input-cutoff as word ids")
+        model_cfg.adaptive_input_cutoff = model_cfg.adaptive_softmax_cutoff
+    elif spec and is_fraction_spec(str(spec)):
+        cutoffs = parse_cutoffs(str(spec), len(train_counts), "--adaptive-input-cutoff")
+        model_cfg.adaptive_input_cutoff = ",".join(map(str, cutoffs))
 
 
 def choose_cutoffs(model_cfg, train_counts, batch_tokens: int, measure_cost: bool) -> List[int]:
