@@ -38,6 +38,7 @@ from benchmarks import zipf_corpus
 from benchmarks.before_after import baseline_worktree, check_plugin, code_digest, run_child
 from benchmarks.common import BIN, DATA, MALLOC_ENV, PLUGIN_DIR, ROOT, tagged, write_result
 from fairseq_adasoft.logs import EVAL_RE, EVALUATED_RE
+from fairseq_adasoft.modules.hardware import cpu_has_native_bf16
 from fairseq_adasoft.presets import ARCHITECTURES, EVAL_PROTOCOLS
 from fairseq_adasoft.tasks.language_modeling_freqsorted import NEURAL_CACHE_LAMBDA, NEURAL_CACHE_THETA
 
@@ -134,6 +135,8 @@ def train_models(corpus: str, data: str, work: str, quick: bool, needed: set) ->
     """Model name -> (checkpoint, training flags) of the models the chosen variants score."""
     updates, (e, h, layers) = (QUICK_UPDATES, QUICK_SIZE) if quick else (TRAIN_UPDATES, SIZES[corpus])
     qrnn = ["--arch", ARCH[corpus], "--criterion", "adaptive_softmax"]
+    if cpu_has_native_bf16():  # the main job's precision where bf16 matmuls pay (recipes/wikitext2/run.sh)
+        qrnn += ["--cpu-autocast-bf16"]
     qrnn += ["--embed-dim", e, "--hidden-size", h, "--num-layers", layers] if quick or corpus == "zipf" else []
     if corpus == "zipf":  # the WikiText-103 preset's ids need V > 76,000; the tiny corpus takes fractions
         qrnn += ["--adaptive-softmax-cutoff", QUICK_ZIPF_CUTOFFS if quick else ARCHITECTURES[ARCH[corpus]]

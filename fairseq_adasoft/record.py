@@ -3,7 +3,7 @@ provenance, fairseq_adasoft.provenance), read from what the runs left behind:
 fairseq's JSON training log, fairseq-eval-lm's logs and the checkpoints' saved
 configs, so that a results file cannot drift from what ran.
 
-    python -m fairseq_adasoft.record run         --save-dir DIR --config TEXT [--phase-seconds train=60 ...]
+    python -m fairseq_adasoft.record run         --save-dir DIR --config TEXT [--classic] [--phase-seconds train=60 ...]
     python -m fairseq_adasoft.record protocols   --save-dir DIR
     python -m fairseq_adasoft.record comparison  --adaptive DIR --full DIR --optimizer adam|seed
     python -m fairseq_adasoft.record tuning      --run LABEL=DIR [LABEL=DIR ...]
@@ -55,11 +55,17 @@ def model_text(settings: dict) -> str:
     return f"embedding {settings['embed_dim']}, {settings['num_layers']} x {settings['hidden_size']} QRNN"
 
 
-def record_run(save_dir: str, config: str) -> dict:
-    """A train.sh save dir evaluated by eval.sh on valid and test; ``config``
-    says what was trained beyond the model's sizes, which come from the checkpoint."""
+def record_run(save_dir: str, config: str, classic: bool = False) -> dict:
+    """A train.sh save dir evaluated by eval.sh on valid and test (and with
+    ``classic``, under the classic protocol too); ``config`` says what was
+    trained beyond the model's sizes, which come from the checkpoint."""
     settings = read_settings(save_dir)
-    return {"config": f"{model_text(settings)}; {config}", "settings": settings, **read_run(save_dir)}
+    payload = {"config": f"{model_text(settings)}; {config}", "settings": settings, **read_run(save_dir)}
+    if classic:
+        suffix, how = PROTOCOLS["classic"]
+        payload["classic"] = {"how": how.format(**EVAL_PROTOCOLS), **{
+            split: read_eval(os.path.join(save_dir, f"eval_{split}{suffix}.log")) for split in ("valid", "test")}}
+    return payload
 
 
 def record_protocols(save_dir: str) -> dict:
@@ -153,6 +159,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="what was trained beyond the model's sizes, e.g. the softmax")
     run.add_argument("--save-dir", required=True, help="train.sh's SAVE_DIR, evaluated by eval.sh on valid and test")
     run.add_argument("--phase-seconds", nargs="+", default=[], metavar="PHASE=SECONDS", help="the recipe's wall times")
+    run.add_argument("--classic", action="store_true", help="also record eval.sh PROTOCOL=classic's valid and test")
     protocols = sub.add_parser("protocols", parents=[results], help="recipes/wikitext2/protocols.sh's evaluations")
     protocols.add_argument("--save-dir", required=True, help="training save dir holding the eval logs")
     comparison = sub.add_parser("comparison", parents=[results], help="recipes/wikitext2/compare.sh's two runs")
@@ -169,7 +176,8 @@ def parser() -> argparse.ArgumentParser:
 def payload(args) -> dict:
     if args.subcommand == "run":
         phases = {k: float(v) for k, v in (p.split("=", 1) for p in args.phase_seconds)}
-        return {**record_run(args.save_dir, args.config), "wall_seconds": {**phases, "total": sum(phases.values())}}
+        return {**record_run(args.save_dir, args.config, args.classic),
+                "wall_seconds": {**phases, "total": sum(phases.values())}}
     if args.subcommand == "protocols":
         return record_protocols(args.save_dir)
     if args.subcommand == "comparison":

@@ -1,17 +1,20 @@
-# What the WikiText-2 recipes share; sourced by each, never run. Sets the
+# What the WikiText recipes share (recipes/wikitext2, recipes/wikitext103);
+# sourced by each, never run. Sets the
 # paths, the interpreter PY (fairseq's fairseq-* scripts stand beside it in
 # VENV_BIN), where results files go, and helpers that read the package.
 #
 # Knobs (environment): VENV_BIN (default: the checkout's .venv/bin, which
 # scripts/setup_env.sh builds; any environment with fairseq and this package
-# installed will do), DATA_BIN, CKPT_ROOT, BENCHMARK_RESULTS_DIR, QUICK.
+# installed will do), DATA_BIN (default data-bin/$CORPUS), CKPT_ROOT,
+# BENCHMARK_RESULTS_DIR, QUICK.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/recipes/wikitext2
 RECIPE=$(basename "$0" .sh)
 VENV_BIN=${VENV_BIN:-$ROOT/.venv/bin}
 PY=$VENV_BIN/python
-DATA_BIN=${DATA_BIN:-$ROOT/data-bin/wikitext-2}
+CORPUS=${CORPUS:-wikitext-2}  # recipes/wikitext103 sets wikitext-103
+DATA_BIN=${DATA_BIN:-$ROOT/data-bin/$CORPUS}
 CKPT_ROOT=${CKPT_ROOT:-$ROOT/checkpoints}
 # The checkout's results files; tests point BENCHMARK_RESULTS_DIR elsewhere to keep them untouched.
 RESULTS_DIR=${BENCHMARK_RESULTS_DIR:-$ROOT/benchmarks/results}
@@ -29,7 +32,21 @@ load_presets() {
   eval "$("$PY" "$PLUGIN_DIR/presets.py" --shell)"
 }
 
-has_cuda() { "$PY" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; }
+# How many CUDA GPUs torch sees, asked once per top-level recipe (importing
+# torch takes seconds) and passed on to the recipes it runs in CUDA_DEVICES.
+probe_cuda() {
+  [ -n "${CUDA_DEVICES:-}" ] \
+    || export CUDA_DEVICES=$("$PY" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+}
+has_cuda() { probe_cuda; [ "$CUDA_DEVICES" -gt 0 ]; }
+
+declare -a PHASES=()
+phase() {  # phase NAME COMMAND...: run it and keep its wall time in PHASES
+  local name=$1 start=$SECONDS
+  shift
+  "$@"
+  PHASES+=("$name=$((SECONDS - start))")
+}
 
 # glibc's malloc otherwise hands large activations back to the OS after every
 # training step and maps them again on the next.

@@ -23,6 +23,7 @@
 # train.sh's; extra arguments go on to fairseq-train.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+probe_cuda  # once, for every train.sh and eval.sh below
 
 EPOCHS=${EPOCHS:-2}
 NAME=wikitext2_compare${QUICK_SUFFIX//-/_}

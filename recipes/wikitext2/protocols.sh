@@ -15,6 +15,7 @@
 # Knobs:    SAVE_DIR (required), NAME, common.sh's (DATA_BIN, VENV_BIN, ...).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+probe_cuda  # once, for every train.sh and eval.sh below
 
 SAVE_DIR=${SAVE_DIR:?set SAVE_DIR to the training save dir (it must hold checkpoint_best.pt)}
 NAME=${NAME:-wikitext2_protocols}

@@ -33,16 +33,9 @@ export QUICK
 NAME=${NAME:-wikitext2_main${QUICK_SUFFIX//-/_}}
 export SAVE_DIR=${SAVE_DIR:-$CKPT_ROOT/$NAME}
 
-declare -a PHASES=()
-phase() {  # phase NAME COMMAND...: run it and keep its wall time
-  local name=$1 start=$SECONDS
-  shift
-  "$@"
-  PHASES+=("$name=$((SECONDS - start))")
-}
-
 phase setup bash "$ROOT/scripts/setup_env.sh"
 load_presets
+probe_cuda  # once, for every recipe below
 
 read -ra MAIN_FLAGS <<< "$PRESET_TRAIN_FLAGS"
 # bf16 matmuls need AVX512-BF16 or AMX; elsewhere torch runs them slower than

@@ -12,7 +12,9 @@
 # Knobs (environment): SOFTMAX=adaptive|full (adaptive: the architecture's
 # cutoffs; for ARCH=qrnn_lm the seed's [V/15, 3V/15]), OPTIMIZER=adam|seed (the
 # seed's SGD with Nesterov momentum), LR (Adam's peak learning rate, default
-# 0.002), NPROC (DDP processes, via torchrun), SCHEDULE=epochs|time (Adam's
+# 0.002), NPROC (DDP processes per machine, via torchrun), NNODES, NODE_RANK,
+# MASTER_ADDR, MASTER_PORT (several machines: run it on each, NODE_RANK 0 on
+# MASTER_ADDR; docs/distributed.md), SCHEDULE=epochs|time (Adam's
 # learning rate decays over EPOCHS passes over DATA_BIN's train split, or
 # MAX_UPDATE updates; or, with time, over STOP_TIME_HOURS of training, however
 # many updates fit: --lr-scheduler timed_polynomial_decay), STOP_TIME_HOURS
@@ -26,6 +28,7 @@ load_presets
 ARCH=${ARCH:-$PRESET_ARCH}
 SOFTMAX=${SOFTMAX:-adaptive}
 NPROC=${NPROC:-1}
+NNODES=${NNODES:-1}
 SAVE_DIR=${SAVE_DIR:-$CKPT_ROOT/wikitext2-$ARCH-$SOFTMAX$QUICK_SUFFIX}
 EPOCHS=${EPOCHS:-6}
 # Wall-clock guard, so that a run on a slow machine still ends in bounded time.
@@ -43,7 +46,7 @@ case "$SCHEDULE" in
   *) die "SCHEDULE must be 'epochs' or 'time', got '$SCHEDULE'" ;;
 esac
 
-[ -s "$DATA_BIN/dict.txt" ] || die "$DATA_BIN has no dict.txt; run recipes/wikitext2/prepare.sh first or set DATA_BIN"
+[ -s "$DATA_BIN/dict.txt" ] || die "$DATA_BIN has no dict.txt; run the recipe's prepare.sh first or set DATA_BIN"
 
 BATCH_SIZE=${BATCH_SIZE:-$PRESET_BATCH_SIZE}  # streams per update
 TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-$PRESET_TOKENS_PER_SAMPLE}  # tokens per stream per update
@@ -70,7 +73,7 @@ else
       || die "$(tail -1 "$ERR"; rm -f "$ERR"); DATA_BIN=$DATA_BIN must be a fairseq-preprocess --destdir with a train split"
     rm -f "$ERR"
     UPDATES_PER_EPOCH=$(( (TRAIN_TOKENS + BATCH_SIZE * TOKENS_PER_SAMPLE - 1) / (BATCH_SIZE * TOKENS_PER_SAMPLE) ))
-    MAX_UPDATE=$((EPOCHS * UPDATES_PER_EPOCH / NPROC))
+    MAX_UPDATE=$((EPOCHS * UPDATES_PER_EPOCH / (NPROC * NNODES)))
   fi
   EXTRA_LIMITS=()
 fi
@@ -93,6 +96,7 @@ esac
 # What makes two runs the same run: a finished one is skipped only when it matches.
 SETTINGS="arch=$ARCH softmax=$SOFTMAX optimizer=$OPTIMIZER lr=$LR batch=$BATCH_SIZE"
 SETTINGS+=" tokens=$TOKENS_PER_SAMPLE max_update=$MAX_UPDATE nproc=$NPROC data=$DATA_BIN extra=[$*]"
+[ "$NNODES" = 1 ] || SETTINGS+=" nnodes=$NNODES"
 [ "$SCHEDULE" = epochs ] || SETTINGS+=" schedule=$SCHEDULE hours=$STOP_TIME_HOURS"
 if [ -s "$SAVE_DIR/checkpoint_last.pt" ] && [ -s "$SAVE_DIR/.finished" ]; then
   FINISHED=$(sed -n 's/^settings: //p' "$SAVE_DIR/.finished")
@@ -117,7 +121,12 @@ else
   cpu_malloc_settings
 fi
 
-if [ "$NPROC" -gt 1 ]; then
+if [ "$NNODES" -gt 1 ]; then
+  LAUNCH=("$VENV_BIN/torchrun" --nnodes "$NNODES" --node_rank "${NODE_RANK:?set NODE_RANK, 0 on MASTER_ADDR}"
+          --master_addr "${MASTER_ADDR:?set MASTER_ADDR to the host of NODE_RANK 0}" --master_port "${MASTER_PORT:-29500}"
+          --nproc_per_node "$NPROC" -m fairseq_adasoft.launch)
+  DIST_FLAGS=(--distributed-backend "$DIST_BACKEND")
+elif [ "$NPROC" -gt 1 ]; then
   LAUNCH=("$VENV_BIN/torchrun" --nproc_per_node "$NPROC" -m fairseq_adasoft.launch)
   DIST_FLAGS=(--distributed-backend "$DIST_BACKEND")
 else

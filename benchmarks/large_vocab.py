@@ -1,0 +1,171 @@
+"""What a large vocabulary costs qrnn_lm's training on this CPU, and what
+adaptive input (Baevski & Auli 2019) wins back, at equal embed_dim and QRNN
+(qrnn_lm_wikitext2's 4 x 800, embedding 400; the adaptive softmax at div 4):
+
+  (a) plain embedding, the head's shortlist tied to it (the main job's tying),
+  (b) adaptive input (factor 4) + adaptive softmax, untied,
+  (c) (b) tied: embeddings and projections (--tie-adaptive-weights --tie-adaptive-proj).
+
+On a Zipf corpus with V = 267,744 (benchmarks.zipf_corpus; WikiText-103's
+cutoffs 2800,20000,76000) and on WikiText-2 (V = 33,280, the seed's cutoffs):
+
+  speed:   real fairseq-train runs, words/s (fairseq's log, first interval
+           dropped) and the largest process's peak RSS, in one process and
+           under 2-process gloo DDP (torchrun + fairseq_adasoft.launch, one
+           thread each, the same global batch);
+  steps:   where a step's time goes, forward / backward / gradient all-reduce /
+           optimizer (benchmarks.step_breakdown), and the parameters,
+           gradients and Adam states of the input and output layers;
+  quality: WikiText-2 only, (a) and (c) trained the same number of updates
+           (the main job's flags), validation perplexity.
+
+    python -m benchmarks.large_vocab            # writes benchmarks/results/large_vocab.json
+    python -m benchmarks.large_vocab --quick    # tiny corpora and models in a temp folder, writes nothing
+"""
+
+import argparse
+import os
+import tempfile
+
+from benchmarks import step_breakdown, zipf_corpus
+from benchmarks.before_after import run_child
+from benchmarks.common import BIN, DATA, MALLOC_ENV, PLUGIN_DIR, ROOT, spread, write_result
+from fairseq_adasoft.logs import json_records
+from fairseq_adasoft.presets import ARCHITECTURES, MAIN_JOB
+
+VARIANTS = {
+    "a": ("plain embedding + adaptive softmax, shortlist tied", ["--tie-adaptive-weights"]),
+    "b": ("adaptive input + adaptive softmax", ["--adaptive-input"]),
+    "c": ("adaptive input tied to the adaptive softmax",
+          ["--adaptive-input", "--tie-adaptive-weights", "--tie-adaptive-proj"]),
+}
+ARCH = "qrnn_lm_wikitext2"
+CUTOFFS = {"zipf": ARCHITECTURES["qrnn_lm_wikitext103"]["adaptive_softmax_cutoff"],
+           "wikitext2": ARCHITECTURES[ARCH]["adaptive_softmax_cutoff"]}
+QUICK_MODEL, QUICK_CUTOFFS = ["--embed-dim", "16", "--hidden-size", "32", "--num-layers", "2"], "0.05,0.2,0.5"
+BATCH = ["--batch-size", str(MAIN_JOB["batch_size"]), "--tokens-per-sample", str(MAIN_JOB["tokens_per_sample"])]
+DDP_BATCH = ["--batch-size", str(MAIN_JOB["batch_size"] // 2), "--tokens-per-sample", str(MAIN_JOB["tokens_per_sample"])]
+COMMON = ["--user-dir", PLUGIN_DIR, "--task", "language_modeling_freqsorted", "--arch", ARCH,
+          "--criterion", "adaptive_softmax", "--optimizer", "adam", "--lr", "0.002", "--clip-norm", "0.25",
+          "--cpu", "--seed", "1", "--log-format", "json", "--num-workers", "0"]
+SPEED = ["--disable-validation", "--no-save", "--log-interval", "5"]
+SPEED_UPDATES, QUICK_UPDATES = 25, 10
+# Quality: the main job's training flags and learning rate, decayed over QUALITY_UPDATES.
+QUALITY_UPDATES = 600  # about one epoch of WikiText-2 at the main job's batch
+QUALITY = ["--stateful-bptt", "--lr", str(MAIN_JOB["lr"]), "--lr-scheduler", "polynomial_decay",
+           "--warmup-updates", "100", "--end-learning-rate", "0.0001", "--no-epoch-checkpoints",
+           "--log-interval", "100"]
+
+
+def model_flags(corpus: str, quick: bool) -> list:
+    return [*(QUICK_MODEL if quick else []), "--adaptive-softmax-cutoff",
+            QUICK_CUTOFFS if quick else CUTOFFS[corpus], "--adaptive-softmax-div-value", "4"]
+
+
+def interval_wps(log_text: str) -> list:
+    """Words/s of each logged training interval but the first (start-up and warm-up)."""
+    return [float(r["wps"]) for r in json_records(log_text.splitlines()) if "wps" in r][1:]
+
+
+def train_speed(data: str, flags: list, updates: int, log: str, ddp: bool) -> dict:
+    if ddp:
+        launch = [os.path.join(BIN, "torchrun"), "--nproc_per_node", "2", "-m", "fairseq_adasoft.launch"]
+        flags = [*flags, *DDP_BATCH, "--distributed-backend", "gloo"]
+        env = dict(os.environ, **MALLOC_ENV, OMP_NUM_THREADS="1")  # one core per process
+    else:
+        launch, flags, env = [os.path.join(BIN, "fairseq-train")], [*flags, *BATCH], dict(os.environ, **MALLOC_ENV)
+    cmd = [*launch, data, *COMMON, *SPEED, *flags, "--max-update", str(updates)]
+    r = run_child(cmd, log, env=env)
+    text = open(log).read()
+    if r["returncode"] != 0:
+        raise RuntimeError(f"fairseq-train failed ({log}):\n{text[-3000:]}")
+    wps = interval_wps(text)
+    return {"words_per_s": spread(wps), "peak_rss_mb": r["peak_rss_mb"], "wall_s": r["wall_s"],
+            "command": " ".join(cmd).replace(ROOT + os.sep, "")}
+
+
+def valid_perplexity(data: str, flags: list, updates: int, save_dir: str) -> dict:
+    cmd = [os.path.join(BIN, "fairseq-train"), data, *COMMON, *QUALITY, *BATCH, *flags, "--max-update", str(updates),
+           "--total-num-update", str(updates), "--save-dir", save_dir]
+    log = os.path.join(save_dir + ".log")
+    r = run_child(cmd, log, env=dict(os.environ, **MALLOC_ENV))
+    records = list(json_records(open(log).read().splitlines()))
+    valid = [rec for rec in records if "valid_ppl" in rec]
+    if r["returncode"] != 0 or not valid:
+        raise RuntimeError(f"fairseq-train failed or did not validate ({log})")
+    train = [rec for rec in records if "train_wps" in rec]
+    return {"updates": updates, "valid_ppl": float(valid[-1]["valid_ppl"]), "train_wps": float(train[-1]["train_wps"]),
+            "wall_s": r["wall_s"], "command": " ".join(cmd).replace(ROOT + os.sep, "")}
+
+
+def ratio(x, y):
+    return round(x / y, 3)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny corpora, model and runs in a temp folder; no file")
+    parser.add_argument("--work-dir", default=os.path.join(ROOT, "runs", "eval_lm_bench"),
+                        help="where the Zipf corpus is kept (shared with benchmarks.eval_lm) and runs write")
+    args = parser.parse_args(argv)
+    work = tempfile.mkdtemp(prefix="large_vocab_") if args.quick else args.work_dir
+    updates = QUICK_UPDATES if args.quick else SPEED_UPDATES
+    payload = {"variants": {k: {"what": what, "flags": " ".join(f)} for k, (what, f) in VARIANTS.items()},
+               "model": f"--arch {ARCH} (4 x 800 QRNN, embedding 400), adaptive softmax div 4",
+               "batch": {"one_process": " ".join(BATCH), "ddp_per_process": " ".join(DDP_BATCH)},
+               "corpora": {}, "speed": {}, "steps": {}}
+    for corpus in ("zipf", "wikitext2"):
+        data = zipf_corpus.benchmark_corpus(corpus, work, args.quick, DATA)
+        payload["corpora"][corpus] = {"data": data.replace(ROOT + os.sep, ""),
+                                      "dictionary_size": zipf_corpus.dictionary_size(data),
+                                      "cutoffs": model_flags(corpus, args.quick)[-3]}
+        runs = payload["speed"][corpus] = {}
+        for variant, (_, flags) in VARIANTS.items():
+            flags = [*model_flags(corpus, args.quick), *flags]
+            payload["steps"].setdefault(corpus, {})[variant] = step_breakdown.measure(data, [*COMMON, *BATCH, *flags])
+            for mode in ("one_process", "ddp_2_gloo"):
+                log = os.path.join(work, "large_vocab", f"{corpus}-{variant}-{mode}.log")
+                os.makedirs(os.path.dirname(log), exist_ok=True)
+                runs.setdefault(variant, {})[mode] = train_speed(data, flags, updates, log, mode != "one_process")
+                print(f"{corpus:9s} ({variant}) {mode:11s} {runs[variant][mode]['words_per_s']['median']:8.0f} words/s "
+                      f"peak RSS {runs[variant][mode]['peak_rss_mb']:6.0f} MB", flush=True)
+    quality = {}
+    for variant in ("a", "c"):
+        flags = [*model_flags("wikitext2", args.quick), *VARIANTS[variant][1]]
+        quality[variant] = valid_perplexity(zipf_corpus.benchmark_corpus("wikitext2", work, args.quick, DATA), flags,
+                                            QUICK_UPDATES if args.quick else QUALITY_UPDATES,
+                                            os.path.join(work, "large_vocab", f"quality-{variant}"))
+        print(f"wikitext2 ({variant}) valid ppl {quality[variant]['valid_ppl']:.2f}", flush=True)
+    payload["quality_wikitext2"] = quality
+    payload["derived"] = derive(payload)
+    if not args.quick:
+        print(write_result("large_vocab", payload, "python -m benchmarks.large_vocab"))
+    return payload
+
+
+def derive(p: dict) -> dict:
+    """The ratios the goals name, and whether each is met."""
+    wps = {c: {v: {m: r["words_per_s"]["median"] for m, r in modes.items()} for v, modes in runs.items()}
+           for c, runs in p["speed"].items()}
+    layers = {v: p["steps"]["zipf"][v]["input_output_layers"]["train_state_bytes"] for v in VARIANTS}
+    q = p["quality_wikitext2"]
+    derived = {
+        "zipf_b_over_a_one_process": ratio(wps["zipf"]["b"]["one_process"], wps["zipf"]["a"]["one_process"]),
+        "zipf_b_over_a_ddp": ratio(wps["zipf"]["b"]["ddp_2_gloo"], wps["zipf"]["a"]["ddp_2_gloo"]),
+        "zipf_io_train_state_a_over_b": ratio(layers["a"], layers["b"]),
+        "zipf_io_train_state_a_over_c": ratio(layers["a"], layers["c"]),
+        "wikitext2_c_over_a_one_process": ratio(wps["wikitext2"]["c"]["one_process"], wps["wikitext2"]["a"]["one_process"]),
+        "wikitext2_c_valid_ppl_gap": round(q["c"]["valid_ppl"] / q["a"]["valid_ppl"] - 1, 4),
+    }
+    derived["goals"] = {
+        "zipf_b_at_least_1.3x_a_one_process": derived["zipf_b_over_a_one_process"] >= 1.3,
+        "zipf_b_at_least_1.5x_a_ddp": derived["zipf_b_over_a_ddp"] >= 1.5,
+        "zipf_io_train_state_at_least_5x_smaller": derived["zipf_io_train_state_a_over_b"] >= 5,
+        "wikitext2_c_valid_ppl_within_3%": derived["wikitext2_c_valid_ppl_gap"] <= 0.03,
+        "wikitext2_c_not_slower": derived["wikitext2_c_over_a_one_process"] >= 1.0,
+    }
+    return derived
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""benchmarks.large_vocab's pieces that decide its figures: the log parsing,
+the input/output-layer accounting, and the ratios and goals it derives."""
+
+import json
+
+from benchmarks import large_vocab, step_breakdown
+from fairseq_setup import SMALL_MODEL, build
+
+
+def test_interval_words_per_s_drop_the_first_interval_and_the_epoch_summary():
+    log = "\n".join(json.dumps(r) for r in [{"epoch": 1, "wps": "100", "loss": "9"}, {"epoch": 1, "wps": "210"},
+                                            {"epoch": 1, "wps": "230"}, {"epoch": 1, "train_wps": "5"}])
+    assert large_vocab.interval_wps("INFO | train | " + log.replace("\n", "\nINFO | train | ")) == [210.0, 230.0]
+
+
+def test_input_output_layers_count_shared_parameters_once(data_bin):
+    flags = [*SMALL_MODEL, "--adaptive-softmax-cutoff", "20,60"]
+    sizes = {v: step_breakdown.io_layers(build(data_bin, *flags, *extra)[1])
+             for v, (_, extra) in large_vocab.VARIANTS.items()}
+    _, plain, _ = build(data_bin, *flags)
+    decoder = plain.decoder
+    untied = sum(p.numel() for p in decoder.embed_tokens.parameters()) + \
+        sum(p.numel() for p in decoder.adaptive_softmax.parameters())
+    assert sizes["a"]["parameters"] == untied - decoder.adaptive_softmax.shortlist_size * 16  # the shortlist, once
+    assert sizes["c"]["parameters"] < sizes["b"]["parameters"] < sizes["a"]["parameters"]
+    assert all(s["train_state_bytes"] == 16 * s["parameters"] for s in sizes.values())  # fp32 weight, grad, 2 moments
+
+
+def test_derived_ratios_and_goals():
+    speed = lambda a, b, c: {v: {"one_process": {"words_per_s": {"median": x}}, "ddp_2_gloo": {"words_per_s": {"median": 2 * x}}}  # noqa: E731
+                             for v, x in zip("abc", (a, b, c))}
+    steps = {v: {"input_output_layers": {"train_state_bytes": n}} for v, n in zip("abc", (1000, 150, 100))}
+    payload = {"speed": {"zipf": speed(100, 140, 150), "wikitext2": speed(100, 90, 101)}, "steps": {"zipf": steps},
+               "quality_wikitext2": {"a": {"valid_ppl": 100.0}, "c": {"valid_ppl": 102.0}}}
+    d = large_vocab.derive(payload)
+    assert d["zipf_b_over_a_one_process"] == 1.4 and d["zipf_io_train_state_a_over_b"] == 6.667
+    assert d["wikitext2_c_valid_ppl_gap"] == 0.02
+    assert d["goals"] == {"zipf_b_at_least_1.3x_a_one_process": True, "zipf_b_at_least_1.5x_a_ddp": False,
+                          "zipf_io_train_state_at_least_5x_smaller": True, "wikitext2_c_valid_ppl_within_3%": True,
+                          "wikitext2_c_not_slower": True}
