@@ -1,6 +1,7 @@
 """What a large vocabulary costs qrnn_lm's training on this CPU, and what
 adaptive input (Baevski & Auli 2019) wins back, at equal embed_dim and QRNN
-(qrnn_lm_wikitext2's 4 x 800, embedding 400; the adaptive softmax at div 4):
+(qrnn_lm_wikitext2's 4 x 800, embedding 400; the adaptive softmax at div 4;
+bf16 matmuls, --cpu-autocast-bf16, on CPUs that have bf16 instructions):
 
   (a) plain embedding, the head's shortlist tied to it (the main job's tying),
   (b) adaptive input (factor 4) + adaptive softmax, untied,
@@ -31,6 +32,7 @@ from benchmarks import step_breakdown, zipf_corpus
 from benchmarks.before_after import run_child
 from benchmarks.common import BIN, DATA, MALLOC_ENV, PLUGIN_DIR, ROOT, spread, write_result
 from fairseq_adasoft.logs import json_records
+from fairseq_adasoft.modules.hardware import cpu_has_native_bf16
 from fairseq_adasoft.presets import ARCHITECTURES, MAIN_JOB
 
 VARIANTS = {
@@ -58,7 +60,9 @@ QUALITY = ["--stateful-bptt", "--lr", str(MAIN_JOB["lr"]), "--lr-scheduler", "po
 
 
 def model_flags(corpus: str, quick: bool) -> list:
-    return [*(QUICK_MODEL if quick else []), "--adaptive-softmax-cutoff",
+    # The main job's precision where bf16 matmuls pay (recipes/wikitext2/run.sh), fp32 elsewhere.
+    precision = ["--cpu-autocast-bf16"] if cpu_has_native_bf16() else []
+    return [*(QUICK_MODEL if quick else []), *precision, "--adaptive-softmax-cutoff",
             QUICK_CUTOFFS if quick else CUTOFFS[corpus], "--adaptive-softmax-div-value", "4"]
 
 
@@ -118,7 +122,7 @@ def main(argv=None) -> dict:
         data = zipf_corpus.benchmark_corpus(corpus, work, args.quick, DATA)
         payload["corpora"][corpus] = {"data": data.replace(ROOT + os.sep, ""),
                                       "dictionary_size": zipf_corpus.dictionary_size(data),
-                                      "cutoffs": model_flags(corpus, args.quick)[-3]}
+                                      "model_flags": " ".join(model_flags(corpus, args.quick))}
         runs = payload["speed"][corpus] = {}
         for variant, (_, flags) in VARIANTS.items():
             flags = [*model_flags(corpus, args.quick), *flags]

@@ -141,6 +141,7 @@ def readme_results(r: Results) -> str:
                 machine(r, name), code(f"{name}_protocols")]
 
     cmp, lm, lma, out, ev = "wikitext2_compare", "lm_throughput", "lm_throughput_avx2", "output_layer", "eval_lm"
+    lv = "large_vocab"
     seed = r.get(cmp, "published_seed")
     rows = [
         hour("wikitext2_main_bf16_timed", "main job, bf16 CPU (4 x 800)"),
@@ -159,6 +160,11 @@ def readme_results(r: Results) -> str:
          f"{x2(r.get(ev, 'derived', 'zipf', 'speedup_b_vs_a', 'blocks'))} at V = 267,744, with "
          f"{x2(r.get(ev, 'derived', 'zipf', 'memory_ratio_a_vs_b', 'blocks'))} less peak memory; same perplexities",
          machine(r, ev), code(ev)],
+        ["adaptive input vs plain embedding, V = 267,744",
+         f"{x2(r.get(lv, 'derived', 'zipf_b_over_a_one_process'))} the training words/s "
+         f"({x2(r.get(lv, 'derived', 'zipf_b_over_a_ddp'))} under 2-process DDP), "
+         f"{x2(r.get(lv, 'derived', 'zipf_io_train_state_a_over_b'))} less training state in the input and output layers",
+         machine(r, lv), code(lv)],
         ["published: the seed, adaptive vs full softmax",
          f"test {seed['adaptive']['test_ppl']} vs {seed['full']['test_ppl']}, "
          f"{seed['adaptive']['train_minutes']} vs {seed['full']['train_minutes']} min", "GPU (published)",

@@ -56,6 +56,14 @@ def test_train_names_a_data_bin_without_a_usable_train_split(tmp_path, split_fil
     assert not (tmp_path / "ckpt").exists()
 
 
+def test_train_on_several_machines_names_what_is_missing(data_bin, tmp_path):
+    env = {"DATA_BIN": str(data_bin), "SAVE_DIR": str(tmp_path / "ckpt"), "QUICK": "1", "NNODES": "2",
+           "MASTER_ADDR": "127.0.0.1", "CUDA_DEVICES": "0"}
+    code, out = run(["bash", TRAIN_SH], env=env, check=False)
+    assert code != 0 and "NODE_RANK: set NODE_RANK, 0 on MASTER_ADDR" in out
+    assert not (tmp_path / "ckpt").exists()
+
+
 @pytest.mark.slow
 def test_train_sizes_its_epochs_from_the_data_bin(tiny_corpus, data_bin, tmp_path):
     """EPOCHS=2 is two passes over DATA_BIN's own train split, not WikiText-2's,
