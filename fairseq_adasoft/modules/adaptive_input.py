@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from .adaptive_softmax import band_dim, validate_cutoffs
+from .cutoffs import band_dim, validate_cutoffs
 
 
 class AdaptiveInput(nn.Module):
@@ -66,9 +66,10 @@ class AdaptiveInput(nn.Module):
         flat = tokens.reshape(-1)
         band = torch.bucketize(flat, flat.new_tensor(self.cutoffs[:-1]), right=True)  # N
         out = None
-        for b, (embedding, projection) in enumerate(zip(self.embeddings, self.projections)):
+        bands = zip([0] + self.cutoffs[:-1], self.embeddings, self.projections)
+        for b, (lo, embedding, projection) in enumerate(bands):
             rows = (band == b).nonzero().squeeze(1)  # may be empty: the band still runs
-            x = projection(embedding(flat.index_select(0, rows) - ([0] + self.cutoffs)[b]))  # rows x d
+            x = projection(embedding(flat.index_select(0, rows) - lo))  # rows x d
             out = x.new_zeros(flat.numel(), self.embed_dim) if out is None else out
             out = out.index_copy(0, rows, x.to(out.dtype))
         return out.view(*tokens.shape, self.embed_dim)
