@@ -1,6 +1,6 @@
 """The named configurations, in one place: the hyper-parameters each ``--arch``
-preset sets, the WikiText-2 main job's training settings, and the evaluation
-protocols. The architectures, the recipes (through ``python -m
+preset sets, the WikiText-2 main job's training settings, the evaluation
+protocols and dynamic evaluation's defaults. The architectures, the recipes (through ``python -m
 fairseq_adasoft.presets``) and the benchmarks read them from here.
 
 Plain Python: no torch or fairseq, so a shell recipe can read it cheaply.
@@ -53,6 +53,15 @@ MAIN_JOB = dict(
 EVAL_PROTOCOLS = dict(
     block_tokens=512, block_batch_size=8,
     classic_tokens=70, classic_valid_streams=10, classic_test_streams=1,
+)
+
+# Dynamic evaluation (Krause et al. 2018), the defaults of fairseq-eval-lm --dynamic-eval:
+# the authors' AWD-QRNN WikiText-2 setting (their dynamic-evaluation README: --lr 0.00012
+# --lamb 0.008 --bptt 20) and their statistics batch (dynamiceval.py's --batch_size 100).
+DYNAMIC_EVAL = dict(
+    lr=0.00012, decay=0.008, segment=20,
+    statistics_streams=100,
+    statistics_tokens=400_000,  # a fifth of WikiText-2's training split
 )
 
 

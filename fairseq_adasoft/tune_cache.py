@@ -35,8 +35,9 @@ STREAMS, TOKENS_PER_BATCH = EVAL_PROTOCOLS["classic_valid_streams"], EVAL_PROTOC
 PLUGIN_DIR = os.path.dirname(fairseq_adasoft.__file__)  # fairseq's --user-dir: the installed package
 
 
-def load(data: str, checkpoint: str, subset: str, streams: int):
-    """The model and the split's batches, built as fairseq-eval-lm --stateful-bptt builds them."""
+def load(data: str, checkpoint: str, subset: str, streams: int, dynamic_eval: bool = False):
+    """The model and a function giving the split's batches (a fresh pass per call), built as
+    fairseq-eval-lm --stateful-bptt [--dynamic-eval] builds them."""
     from fairseq import checkpoint_utils, options, tasks, utils
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
@@ -45,6 +46,7 @@ def load(data: str, checkpoint: str, subset: str, streams: int):
         data, "--user-dir", PLUGIN_DIR, "--task", "language_modeling_freqsorted",
         "--path", checkpoint, "--gen-subset", subset, "--stateful-bptt", "--cpu",
         "--tokens-per-sample", str(TOKENS_PER_BATCH), "--batch-size", str(streams),
+        *(["--dynamic-eval"] if dynamic_eval else []),
     ])
     cfg = convert_namespace_to_omegaconf(args)
     utils.import_user_module(cfg.common)
@@ -54,8 +56,7 @@ def load(data: str, checkpoint: str, subset: str, streams: int):
     if not hasattr(model, "use_neural_cache"):
         raise ValueError(f"{checkpoint}: the neural cache needs a qrnn_lm model, not {type(model).__name__}")
     task.load_dataset(subset)
-    batches = task.eval_lm_dataloader(task.dataset(subset), batch_size=streams, num_workers=0)
-    return model, batches, task.dictionary.pad()
+    return model, lambda: task.eval_lm_dataloader(task.dataset(subset), batch_size=streams, num_workers=0)
 
 
 @torch.no_grad()
@@ -116,8 +117,9 @@ def main() -> None:
     checkpoint = os.path.join(args.save_dir, "checkpoint_best.pt")
     if not os.path.isfile(checkpoint):
         raise ValueError(f"{checkpoint} not found: --save-dir must be a training save dir (recipes/wikitext2/train.sh)")
-    model, batches, pad = load(args.data, checkpoint, args.subset, args.streams)
-    result = tune(read_split(model, batches, pad), pad)
+    model, batches = load(args.data, checkpoint, args.subset, args.streams)
+    pad = model.decoder.dictionary.pad()
+    result = tune(read_split(model, batches(), pad), pad)
     command = " ".join(["python -m fairseq_adasoft.tune_cache"] + sys.argv[1:])
     result = {"command": command, "subset": args.subset, "streams": args.streams, **result}
     path = os.path.join(args.save_dir, "neural_cache.json")

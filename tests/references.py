@@ -51,3 +51,13 @@ def adaptive_input_reference(tokens: Tensor, cutoffs, embeddings, projections) -
         band = max(b for b, lo in enumerate(bounds) if w >= lo)
         rows.append(projections[band](embeddings[band](torch.tensor(w - bounds[band]))))
     return torch.stack(rows).view(*tokens.shape, -1)
+
+
+def dynamic_eval_update(weight: Tensor, trained: Tensor, grad: Tensor, rms: Tensor, all_rms, lr: float,
+                        decay: float, epsilon: float) -> Tensor:
+    """One step of Krause et al. 2018's RMS update with the RMS-scaled global prior,
+    as their dynamiceval.py writes it: decrate = min(rms / mean rms, 1 / lambda),
+    dW = lambda * decrate * (theta_g - theta) - lr * grad / (rms + epsilon)."""
+    mean_rms = sum(r.mean() for r in all_rms) / len(all_rms)
+    decrate = torch.clamp(rms / mean_rms, max=1 / decay if decay > 0 else float("inf"))
+    return weight + decay * decrate * (trained - weight) - lr * grad / (rms + epsilon)

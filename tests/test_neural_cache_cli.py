@@ -64,8 +64,9 @@ def test_eval_lm_with_the_cache_equals_the_formula_over_the_whole_stream(data_bi
 
 
 def test_tuner_scores_as_eval_lm_does(data_bin, checkpoint):
-    model, batches, pad = tune_cache.load(str(data_bin), str(checkpoint), "valid", streams=3)
-    split = tune_cache.read_split(model, batches, pad)
+    model, batches = tune_cache.load(str(data_bin), str(checkpoint), "valid", streams=3)
+    pad = model.decoder.dictionary.pad()
+    split = tune_cache.read_split(model, batches(), pad)
     result = tune_cache.tune(split, pad, sizes=(SIZE,), thetas=(THETA,), lambdas=(LAMBDA, 0.1))
     _, out = evaluate(data_bin, checkpoint, "--gen-subset", "valid", "--stateful-bptt", "--batch-size", "3", *CACHE)
     _, plain = evaluate(data_bin, checkpoint, "--gen-subset", "valid", "--stateful-bptt", "--batch-size", "3")

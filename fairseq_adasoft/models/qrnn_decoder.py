@@ -5,6 +5,7 @@ generating, through its ``StreamState`` between batches of stateful BPTT, and
 mixes in the continuous cache when one is set for evaluation.
 """
 
+import contextlib
 import logging
 from typing import Dict, List, Optional
 
@@ -24,6 +25,7 @@ from fairseq_adasoft.modules import (
     embedding_dropout,
     parse_cutoffs,
 )
+from fairseq_adasoft.models.dynamic_eval import DynamicEvalDecoder
 from fairseq_adasoft.modules.hardware import cpu_has_native_bf16
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ def build_embedding(cfg, vocab_size: int, padding_idx: int) -> nn.Module:
     return AdaptiveInput(vocab_size, cfg.embed_dim, cutoffs, cfg.adaptive_input_factor, padding_idx)
 
 
-class QRNNDecoder(FairseqIncrementalDecoder):
+class QRNNDecoder(DynamicEvalDecoder, FairseqIncrementalDecoder):
     """Embedding, QRNN stack and output layer; carries the QRNN state through
     fairseq's incremental state when generating."""
 
@@ -171,21 +173,27 @@ class QRNNDecoder(FairseqIncrementalDecoder):
             state = self._get_state(incremental_state)
             if state is not None:  # earlier tokens are already in the state
                 prev_output_tokens = prev_output_tokens[:, -1:]
-        x = embedding_dropout(self.embed_tokens, prev_output_tokens, self.dropout_embed, self.training)
-        x = x.transpose(0, 1)  # B x T x C -> T x B x C
-        x = self.dropout_input(x)
-        autocast = self._bf16_autocast(x.device)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            x, state = self.qrnn(x, state)  # T x B x C
-        x = self.dropout_output(x.float() if autocast else x)
+        adapting = self.adapting()  # dynamic evaluation: this batch's graph is kept for its step
+        if adapting and incremental_state is not None:
+            raise ValueError("--dynamic-eval scores given text (fairseq-eval-lm); it cannot generate: drop it")
+        with torch.enable_grad() if adapting else contextlib.nullcontext():
+            if adapting:
+                self.read_embedding_rows(prev_output_tokens)
+            x = embedding_dropout(self.embed_tokens, prev_output_tokens, self.dropout_embed, self.training)
+            x = x.transpose(0, 1)  # B x T x C -> T x B x C
+            x = self.dropout_input(x)
+            autocast = self._bf16_autocast(x.device)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                x, state = self.qrnn(x, state)  # T x B x C
+            x = self.dropout_output(x.float() if autocast else x)
+            x = x.transpose(0, 1)  # B x T x C (a view made without autograd would cut the graph)
         if incremental_state is not None:
             self._set_state(incremental_state, state)
         if stream is not None:
             self.carried.keep(stream, state)
-        x = x.transpose(0, 1)  # B x T x C
         extra = {"attn": None}
         if self.neural_cache is not None and not self.training:
-            extra["neural_cache"] = self._read_cache(x, prev_output_tokens, stream, incremental_state)
+            extra["neural_cache"] = self._read_cache(x.detach(), prev_output_tokens, stream, incremental_state)
         return x, extra
 
     def use_neural_cache(self, cache: Optional[NeuralCache]) -> None:
@@ -207,17 +215,22 @@ class QRNNDecoder(FairseqIncrementalDecoder):
 
     def get_normalized_probs(self, net_output, log_probs: bool, sample=None) -> Tensor:
         cached = net_output[1].get("neural_cache") if isinstance(net_output[1], dict) else None
-        if cached is None:
+        dynamic = self.dynamic is not None and not self.training
+        if cached is None and not dynamic:
             return super().get_normalized_probs(net_output, log_probs, sample)
-        weights, values = cached  # B x T x K, B x K
-        if net_output[0].shape[:2] != weights.shape[:2]:
+        if cached is not None and net_output[0].shape[:2] != cached[0].shape[:2]:
             raise ValueError(
                 f"--neural-cache-size: the output was split ({tuple(net_output[0].shape[:2])} positions, the "
-                f"cache read {tuple(weights.shape[:2])}): drop fairseq-eval-lm's --softmax-batch, which scoring "
+                f"cache read {tuple(cached[0].shape[:2])}): drop fairseq-eval-lm's --softmax-batch, which scoring "
                 f"does not need (it reads log p(target) only, in memory that does not grow with the vocabulary)"
             )
-        # Lazy when a scorer asks (a target given, no gradient): see AdaptiveSoftmax.get_log_prob.
-        model_lp = super().get_normalized_probs(net_output, log_probs=True, sample=sample)  # B x T x V
+        if dynamic:  # scored, then stepped on
+            model_lp = self.score_then_step(net_output, sample)
+        else:  # lazy when a scorer asks (a target given, no gradient): see AdaptiveSoftmax.get_log_prob
+            model_lp = super().get_normalized_probs(net_output, log_probs=True, sample=sample)  # B x T x V
+        if cached is None:
+            return model_lp if log_probs else model_lp.exp()
+        weights, values = cached  # B x T x K, B x K
         if isinstance(model_lp, LazyLogProbs):
             mixed = self.neural_cache.lazy_mixed_log_probs(model_lp, weights, values)
         else:

@@ -17,7 +17,7 @@ from fairseq.models import FairseqLanguageModel, register_model, register_model_
 from torch import Tensor
 
 from fairseq_adasoft.models.qrnn_decoder import QRNNDecoder
-from fairseq_adasoft.modules import NeuralCache
+from fairseq_adasoft.modules import DynamicEvalSetup, NeuralCache
 from fairseq_adasoft.modules.flag_ranges import AT_LEAST_ONE, PROBABILITY, Range, check_flag_ranges
 
 # The state-dict key of the dictionary's CRC. "version" in it makes fairseq's
@@ -156,6 +156,10 @@ class QRNNLanguageModel(FairseqLanguageModel):
     def use_neural_cache(self, cache: Optional[NeuralCache]) -> None:
         """Evaluate with a continuous cache (Grave, Joulin & Usunier 2017)."""
         self.decoder.use_neural_cache(cache)
+
+    def use_dynamic_eval(self, setup: Optional[DynamicEvalSetup]) -> None:
+        """Evaluate with dynamic evaluation (Krause et al. 2018; ``models/dynamic_eval.py``)."""
+        self.decoder.use_dynamic_eval(setup)
 
     @classmethod
     def build_model(cls, cfg: QRNNLanguageModelConfig, task):

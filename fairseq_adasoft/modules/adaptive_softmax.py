@@ -200,6 +200,13 @@ class AdaptiveSoftmax(nn.Module):
             return F.linear(h, self.tied_weight[self.cutoffs[i] : self.cutoffs[i + 1]])
         return h
 
+    def tied_weight_rows(self) -> Tensor:
+        """The rows of ``tied_weight`` this layer reads (none when untied)."""
+        ranges = [(0, self.shortlist_size)] if self.tied_weight is not None else []
+        ranges += [(self.cutoffs[i], self.cutoffs[i + 1]) for i in range(self.n_clusters)
+                   if self.tied_weight is not None and self.tail_tied[i]]
+        return torch.cat([torch.arange(lo, hi) for lo, hi in ranges]) if ranges else torch.zeros(0, dtype=torch.long)
+
     def cluster_of(self, target: Tensor) -> Tensor:
         """0 for shortlist targets, i + 1 for targets in cluster i."""
         return torch.bucketize(target, target.new_tensor(self.cutoffs[:-1]), right=True)

@@ -67,6 +67,10 @@ class StreamState(nn.Module):
             if x is not None:
                 all_x[rows] = x.detach()
 
+    def forget(self, name: str) -> None:
+        """Drop what stream set ``name`` carries."""
+        self.carried.pop(name, None)
+
     def tensors(self, name: str) -> List[Tensor]:
         """The S-stream state tensors of stream set ``name`` (empty if none)."""
         return [t for layer in self.carried.get(name, []) for t in layer if t is not None]

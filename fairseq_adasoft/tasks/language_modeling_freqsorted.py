@@ -7,10 +7,11 @@ The task wires three jobs into fairseq: the vocabulary order
 remapped, the order saved in the checkpoint's task state), the cutoffs
 (``cutoffs.py``: fractions and ``auto`` resolved to ids before the model is
 built) and, with ``--stateful-bptt``, contiguous streams (``streams.py``)
-whose hidden state the model carries; plus the continuous cache's flags for
-fairseq-eval-lm.
+whose hidden state the model carries; plus the flags of the continuous cache
+and of dynamic evaluation for fairseq-eval-lm.
 """
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional
@@ -23,11 +24,12 @@ from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 from omegaconf import II
 
-from fairseq_adasoft.modules import NeuralCache
+from fairseq_adasoft.modules import DynamicEvalSetup, NeuralCache
+from fairseq_adasoft.presets import DYNAMIC_EVAL
 from fairseq_adasoft.modules.flag_ranges import AT_LEAST_ONE, POSITIVE, SHARE, Range, check_flag_ranges
 from fairseq_adasoft.tasks.cutoffs import log_cluster_shares, resolve_cutoffs
 from fairseq_adasoft.tasks.splits import check_split
-from fairseq_adasoft.tasks.streams import TokenStream, load_token_stream, stream_batch_iterator
+from fairseq_adasoft.tasks.streams import StreamBatches, TokenStream, load_token_stream, stream_batch_iterator
 from fairseq_adasoft.tasks.vocabulary import RemapTokensDataset, check_data_dir, frequency_order_of
 
 # The defaults of the continuous cache: the best of the cache tuner's grid on
@@ -76,6 +78,27 @@ class FreqSortedLanguageModelingConfig(LanguageModelingConfig):
     neural_cache_lambda: float = field(
         default=NEURAL_CACHE_LAMBDA, metadata={"help": "the cache's share of the mixed probability"}
     )
+    # Evaluation only: Krause et al. 2018's dynamic evaluation (modules/dynamic_eval.py).
+    dynamic_eval: bool = field(
+        default=False,
+        metadata={"help": "fairseq-eval-lm --stateful-bptt: score each segment of the streams, then take one "
+                  "RMS-normalised gradient step on it with a decay toward the trained weights (Krause et al. "
+                  "2018; qrnn_lm), so that the model adapts to the text it scores"},
+    )
+    dynamic_eval_lr: float = field(default=DYNAMIC_EVAL["lr"], metadata={"help": "dynamic evaluation's learning rate (eta)"})
+    dynamic_eval_decay: float = field(
+        default=DYNAMIC_EVAL["decay"], metadata={"help": "dynamic evaluation's decay toward the trained weights (lambda)"}
+    )
+    dynamic_eval_segment: int = field(
+        default=DYNAMIC_EVAL["segment"],
+        metadata={"help": "tokens per stream per step of dynamic evaluation; it replaces --tokens-per-sample "
+                  "for fairseq-eval-lm's batches, and cuts the training batches of the statistics"},
+    )
+    dynamic_eval_stats_tokens: int = field(
+        default=DYNAMIC_EVAL["statistics_tokens"],
+        metadata={"help": "training tokens whose gradients (mean squares, from the trained weights) normalise "
+                  "dynamic evaluation's steps; at most the whole training split"},
+    )
     # fairseq's flags the task reads: which split is trained on (every other is
     # scored in full) and the precision, which fairseq checks only after the model is built.
     train_subset: str = II("dataset.train_subset")
@@ -91,6 +114,10 @@ FLAG_RANGES = {
     "neural_cache_size": Range(0),
     "neural_cache_theta": POSITIVE,
     "neural_cache_lambda": Range(0, 1, low_open=True),
+    "dynamic_eval_lr": Range(0),
+    "dynamic_eval_decay": Range(0),
+    "dynamic_eval_segment": AT_LEAST_ONE,
+    "dynamic_eval_stats_tokens": AT_LEAST_ONE,
 }
 
 
@@ -166,14 +193,27 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         if context_window > 0:
             raise ValueError("--context-window re-reads context for independent blocks; --stateful-bptt "
                              "carries the state instead: drop one of the two")
-        return self.get_batch_iterator(
-            dataset, max_sentences=batch_size or 1, num_shards=num_shards, shard_id=shard_id,
-            num_workers=num_workers, data_buffer_size=data_buffer_size,
-        ).next_epoch_itr(shuffle=False)
+        tokens = self.args.dynamic_eval_segment if self.args.dynamic_eval else self.args.tokens_per_sample
+        return stream_batch_iterator(dataset, batch_size or 1, tokens, num_shards, shard_id, num_workers=num_workers,
+                                     data_buffer_size=data_buffer_size).next_epoch_itr(shuffle=False)
+
+    def dynamic_eval_statistics(self):
+        """The training batches whose gradients give dynamic evaluation's statistics: contiguous
+        streams (Krause et al.'s 100) cut into segments, up to --dynamic-eval-stats-tokens tokens."""
+        path = os.path.join(utils.split_paths(self.args.data)[0], self.args.train_subset)
+        check_split(path, self.args.train_subset)
+        train = load_token_stream(path, self.args.train_subset, self.dictionary, self.args.dataset_impl,
+                                  old_to_new=self.old_to_new)
+        segment, wanted = self.args.dynamic_eval_segment, self.args.dynamic_eval_stats_tokens
+        streams = max(1, min(DYNAMIC_EVAL["statistics_streams"], len(train) // segment))
+        batches = StreamBatches(train, streams, segment, num_shards=1, shard_id=0)
+        for k in range(min(len(batches), math.ceil(wanted / (streams * segment)))):
+            yield batches.collater([k])
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        if self.args.neural_cache_size:
-            raise ValueError("--neural-cache-size is an evaluation option (fairseq-eval-lm): drop it from fairseq-train")
+        for flag, on in (("--neural-cache-size", self.args.neural_cache_size), ("--dynamic-eval", self.args.dynamic_eval)):
+            if on:
+                raise ValueError(f"{flag} is an evaluation option (fairseq-eval-lm): drop it from fairseq-train")
         _refuse_adaptive_loss(model, criterion)
         out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         stream = sample.get("net_input", {}).get("stream")
@@ -205,6 +245,8 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         batch_tokens = self.args.cutoff_batch_tokens or (self.args.batch_size or 1) * self.args.tokens_per_sample
         resolve_cutoffs(cfg, self.train_counts, batch_tokens, self.args.measure_cutoff_cost)
         model = super().build_model(cfg, from_checkpoint)
+        if self.args.dynamic_eval:
+            self._use_dynamic_eval(model)
         if self.args.stateful_bptt and not hasattr(model, "carried_stream_state"):
             raise ValueError(
                 f"--stateful-bptt needs a model that carries its hidden state from batch to batch "
@@ -220,6 +262,15 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         if hasattr(layer, "cutoffs"):
             log_cluster_shares(layer.cutoffs[:-1], self.output_dictionary.count)
         return model
+
+    def _use_dynamic_eval(self, model) -> None:
+        if not hasattr(model, "use_dynamic_eval"):
+            raise ValueError(f"--dynamic-eval needs --arch qrnn_lm or a variant; drop it for {type(model).__name__}")
+        if not self.args.stateful_bptt:
+            raise ValueError("--dynamic-eval adapts the model along contiguous streams whose state it carries: "
+                             "add --stateful-bptt")
+        model.use_dynamic_eval(DynamicEvalSetup(self.args.dynamic_eval_lr, self.args.dynamic_eval_decay,
+                                                self.dynamic_eval_statistics))
 
 
 def _unwrap(model):

@@ -1,0 +1,97 @@
+"""Tune dynamic evaluation (Krause et al. 2018) of a trained ``qrnn_lm`` on a
+validation split, as the authors' ``dynamiceval.py --grid`` does: the
+gradient statistics are gathered once, then each (learning rate, decay) of a
+small grid scores the split from the trained weights, through the code
+``fairseq-eval-lm --dynamic-eval`` runs. ``--tokens`` scores only the
+split's first tokens per setting (their ``--gridfast`` reads 30,000).
+
+Writes <save-dir>/dynamic_eval.json: the grid and the best setting, which
+recipes/wikitext2/eval.sh PROTOCOL=dynamic uses and ``python -m
+fairseq_adasoft.record protocols`` copies into the results file.
+
+    python -m fairseq_adasoft.tune_dynamic_eval --data data-bin/wikitext-2 --save-dir checkpoints/wikitext2_main
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+
+from fairseq_adasoft.presets import DYNAMIC_EVAL, EVAL_PROTOCOLS
+from fairseq_adasoft.tune_cache import load
+
+# Grids around the authors' AWD-QRNN WikiText-2 setting (presets.DYNAMIC_EVAL).
+LRS = tuple(DYNAMIC_EVAL["lr"] * f for f in (0.5, 1.0, 2.0, 4.0))
+DECAYS = tuple(DYNAMIC_EVAL["decay"] * f for f in (0.5, 1.0, 2.0))
+TOKENS = 30_000
+# The classic protocol's validation streams (awd-lstm-lm's; Krause et al. read one).
+STREAMS = EVAL_PROTOCOLS["classic_valid_streams"]
+
+
+def score(model, batches, tokens: int) -> dict:
+    """Perplexity of the first ``tokens`` real targets, each scored before the step it feeds."""
+    decoder, nll, count, start = model.decoder, 0.0, 0, time.perf_counter()
+    for sample in batches:
+        with torch.no_grad():  # as fairseq's SequenceScorer: the decoder turns autograd on itself
+            net_output = model(**sample["net_input"])
+            log_p = decoder.get_normalized_probs(net_output, log_probs=True, sample=sample)
+            log_p = log_p.gather(2, sample["target"].unsqueeze(2)).squeeze(2)
+        real = sample["target"].ne(decoder.dictionary.pad())
+        nll -= log_p[real].double().sum().item()
+        count += int(real.sum())
+        if count >= tokens:
+            break
+    return {"perplexity": round(math.exp(nll / count), 3), "tokens": count, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def tune(model, batches_fn, tokens: int, lrs=LRS, decays=DECAYS) -> dict:
+    grid = []
+    for lr in lrs:
+        for decay in decays:
+            if model.decoder.dynamic is not None:
+                model.decoder.dynamic.restart(lr, decay)
+            else:  # the first setting gathers the statistics
+                setup = model.decoder.dynamic_setup
+                model.decoder.use_dynamic_eval(setup._replace(lr=lr, decay=decay))
+            grid.append({"lr": lr, "decay": decay, **score(model, batches_fn(), tokens)})
+            print(f"lr {lr:g} decay {decay:g}: perplexity {grid[-1]['perplexity']}", flush=True)
+    model.decoder.dynamic.restart(0.0, 0.0)
+    static = score(model, batches_fn(), tokens)  # lr 0: the static model, through the same code
+    best = min(grid, key=lambda g: g["perplexity"])
+    return {"tokens": static["tokens"], "without_dynamic_eval": static["perplexity"], "best": best, "grid": grid}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m fairseq_adasoft.tune_dynamic_eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="fairseq-preprocess --destdir the model was trained on")
+    parser.add_argument("--save-dir", required=True, help="training save dir holding checkpoint_best.pt")
+    parser.add_argument("--subset", default="valid", help="split to tune on (never the test split)")
+    parser.add_argument("--streams", type=int, default=STREAMS, help="contiguous streams read side by side")
+    parser.add_argument("--tokens", type=int, default=TOKENS, help="score each setting on the split's first N tokens")
+    args = parser.parse_args()
+    if args.subset == "test":
+        raise ValueError("--subset test: tune on a validation split and report the test split once")
+    if args.tokens < 1:
+        raise ValueError(f"--tokens must be >= 1, got {args.tokens}")
+    checkpoint = os.path.join(args.save_dir, "checkpoint_best.pt")
+    if not os.path.isfile(checkpoint):
+        raise ValueError(f"{checkpoint} not found: --save-dir must be a training save dir (recipes/wikitext2/train.sh)")
+    model, batches_fn = load(args.data, checkpoint, args.subset, args.streams, dynamic_eval=True)
+    result = tune(model, batches_fn, args.tokens)
+    command = " ".join(["python -m fairseq_adasoft.tune_dynamic_eval"] + sys.argv[1:])
+    result = {"command": command, "subset": args.subset, "streams": args.streams,
+              "segment": DYNAMIC_EVAL["segment"], "statistics_tokens": DYNAMIC_EVAL["statistics_tokens"], **result}
+    path = os.path.join(args.save_dir, "dynamic_eval.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"{path}: {args.subset} perplexity without dynamic evaluation {result['without_dynamic_eval']}, "
+          f"best {result['best']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Dynamic evaluation (Krause et al. 2018): the update against its formula,
+and qrnn_lm scored by fairseq's own scorer against a plain score-then-step
+loop written here."""
+
+import pytest
+import torch
+from fairseq.sequence_scorer import SequenceScorer
+from torch import nn
+
+from fairseq_adasoft.modules import DynamicEvaluation, GradientStatistics, NeuralCache
+from fairseq_adasoft.modules.dynamic_eval import EPSILON
+from fairseq_setup import SMALL_MODEL, build
+from references import dynamic_eval_update
+
+LR, DECAY = 0.0005, 0.02
+SEGMENT, STREAMS = 8, 2
+
+
+def test_gradient_statistics_are_root_mean_squares():
+    p = nn.Parameter(torch.zeros(3, 2))
+    stats = GradientStatistics([p])
+    grads = [torch.randn(3, 2) for _ in range(4)]
+    for g in grads:
+        p.grad = g.clone()
+        stats.add()
+    (rms,) = stats.rms()
+    torch.testing.assert_close(rms, torch.stack(grads).square().mean(0).sqrt())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_steps_follow_the_formula_with_lazy_rows_and_16_bit_weights(dtype):
+    torch.manual_seed(0)
+    embedding = nn.Parameter(torch.randn(12, 4).to(dtype))
+    dense = nn.Parameter(torch.randn(5, 3).to(dtype))
+    rms = [torch.rand(12, 4) + 0.01, torch.rand(5, 3) + 0.01]
+    dyn = DynamicEvaluation([embedding, dense], rms, LR, 5.0, lazy_rows=[embedding])  # some rates clip at 1
+    expected = [embedding.detach().float().clone(), dense.detach().float().clone()]
+    trained = [t.clone() for t in expected]
+    for step in range(6):
+        rows = torch.randint(0, 12, (3,))
+        dyn.read_rows(embedding, rows)
+        # What a forward reads is up to date, with the rows never read only decaying in between.
+        tol = 1e-6 if dtype == torch.float32 else 1e-2
+        torch.testing.assert_close(embedding.detach()[rows].float(), expected[0][rows], rtol=tol, atol=tol)
+        grads = [torch.zeros(12, 4), torch.randn(5, 3)]
+        grads[0][rows] = torch.randn(len(rows), 4)
+        embedding.grad, dense.grad = grads[0].to(dtype), grads[1].to(dtype)
+        dyn.step()
+        expected = [dynamic_eval_update(e, t, g.to(dtype).float(), r, rms, LR, 5.0, EPSILON)
+                    for e, t, g, r in zip(expected, trained, grads, rms)]
+    dyn.read_rows(embedding, torch.arange(12))
+    for p, e, w in zip([embedding, dense], expected, dyn.weights):
+        torch.testing.assert_close(w, e, rtol=1e-6, atol=1e-6)  # fp32 weights, even for bf16 parameters
+        assert p.dtype == dtype and torch.equal(p.detach(), w.to(dtype))
+
+
+def test_without_gradients_the_weights_decay_back_to_the_trained_ones():
+    trained = torch.randn(6, 3)
+    p = nn.Parameter(trained.clone())
+    rms = [torch.rand(6, 3) + 0.1]
+    dyn = DynamicEvaluation([p], rms, LR, DECAY)
+    p.data += torch.randn(6, 3)  # as after some steps on text
+    gaps = []
+    for _ in range(5):
+        gaps.append((p.detach() - trained).abs())
+        p.grad = None
+        dyn.step()
+    rate = (DECAY * rms[0] / rms[0].mean()).clamp(max=1)
+    for before, after in zip(gaps, gaps[1:] + [(p.detach() - trained).abs()]):
+        torch.testing.assert_close(after, before * (1 - rate))
+        assert (after < before).all()
+
+
+def test_refuses_negative_settings():
+    p = nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match="lr >= 0 and decay >= 0"):
+        DynamicEvaluation([p], [torch.ones(2)], -1.0, DECAY)
+
+
+def built(data_bin, *extra):
+    torch.manual_seed(1)  # every call builds the same weights
+    task, model, _ = build(data_bin, *SMALL_MODEL, "--adaptive-softmax-cutoff", "20,60", "--tie-adaptive-weights",
+                           "--stateful-bptt", "--dynamic-eval", "--dynamic-eval-lr", str(LR),
+                           "--dynamic-eval-decay", str(DECAY), "--dynamic-eval-segment", str(SEGMENT),
+                           "--dynamic-eval-stats-tokens", "300", *extra)
+    task.load_dataset("test")
+    return task, model.eval()
+
+
+def fairseq_scores(task, model) -> list:
+    """Per stream row, per batch: fairseq's SequenceScorer's positional scores (fairseq-eval-lm's)."""
+    scorer, out = SequenceScorer(task.target_dictionary), []
+    for sample in task.eval_lm_dataloader(task.dataset("test"), batch_size=STREAMS, num_workers=0):
+        out += [h[0]["positional_scores"] for h in scorer.generate([model], sample)]
+    return out
+
+
+def reference_scores(task, model, cache=None) -> list:
+    """The plain loop: statistics, then per segment score, step (the formula), next segment."""
+    decoder, pad = model.decoder, task.dictionary.pad()
+    decoder.use_dynamic_eval(None)
+    params = list(model.parameters())
+    trained = [p.detach().clone() for p in params]
+
+    def nll_and_scores(sample):
+        stream = sample["net_input"]["stream"]
+        features, _ = decoder.extract_features(sample["net_input"]["src_tokens"], stream=stream)
+        target = sample["target"]
+        log_p = decoder.adaptive_softmax.target_log_prob(features.reshape(-1, features.size(-1)), target.reshape(-1))
+        log_p = log_p.view(target.shape)
+        real = target.ne(pad)
+        return -log_p[real].mean(), log_p, features, real
+
+    squares = [torch.zeros_like(p) for p in params]
+    batches = list(task.dynamic_eval_statistics())
+    for sample in batches:
+        grads = torch.autograd.grad(nll_and_scores(sample)[0], params, allow_unused=True)
+        squares = [s + (0 if g is None else g.square()) for s, g in zip(squares, grads)]
+    rms = [(s / len(batches)).sqrt() for s in squares]
+    out, memory = [], None
+    for sample in task.eval_lm_dataloader(task.dataset("test"), batch_size=STREAMS, num_workers=0):
+        loss, log_p, features, real = nll_and_scores(sample)
+        scores = log_p.detach()
+        if cache is not None:  # the cache over the adapted model's features
+            weights, values, memory = cache.attend(features.detach(), sample["net_input"]["src_tokens"], memory)
+            p_cache = cache.target_probs(weights, values, sample["target"])
+            scores = cache.mix(scores, p_cache, weights.sum(-1) > 0)
+        out += [scores[row][real[row]] for row in range(len(real))]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        with torch.no_grad():
+            for p, t, g, r in zip(params, trained, grads, rms):
+                p.copy_(dynamic_eval_update(p, t, torch.zeros_like(p) if g is None else g, r, rms, LR, DECAY, EPSILON))
+    return out
+
+
+def assert_same_scores(got, expected, atol=2e-5):
+    """Equal up to float rounding: the update's terms are grouped differently here."""
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g.float(), e.float(), rtol=0, atol=atol)
+
+
+def test_fairseqs_scorer_gives_the_plain_loops_scores(data_bin):
+    task, model = built(data_bin)
+    got = fairseq_scores(task, model)
+    _, static = built(data_bin)  # the same seed: the same weights
+    static.decoder.dynamic_setup = None
+    unadapted = fairseq_scores(task, static)
+    expected = reference_scores(*built(data_bin))
+    assert_same_scores(got, expected)
+    # The model did adapt, toward the text: later segments score higher than the static model's.
+    assert torch.cat(got).mean() > torch.cat(unadapted).mean() + 0.05
+    assert all(torch.equal(g, u) for g, u in zip(got[:STREAMS], unadapted[:STREAMS]))  # the first segment: not yet
+
+
+def test_with_the_cache_it_mixes_the_adapted_models_states(data_bin):
+    cache = ["--neural-cache-size", "30", "--neural-cache-theta", "0.5", "--neural-cache-lambda", "0.2"]
+    task, model = built(data_bin, *cache)
+    got = fairseq_scores(task, model)
+    expected = reference_scores(*built(data_bin), cache=NeuralCache(30, 0.5, 0.2, pad=task.dictionary.pad()))
+    assert_same_scores(got, expected)
+
+
+def test_no_token_is_scored_after_the_model_trained_on_it(data_bin):
+    """Change the text after position p: every score up to p stays the same. A
+    step taken on a segment before scoring it would let position p (in the middle
+    of its segment) see the tokens after it."""
+    task, model = built(data_bin)
+    stream = task.dataset("test")
+    p = 5 * SEGMENT + SEGMENT // 2  # in stream row 0, mid-segment
+    first = torch.cat(fairseq_scores(task, model)[::STREAMS])  # row 0, all its segments
+    changed = stream.tokens.clone()
+    changed[p + 1: p + 40] = (changed[p + 1: p + 40] + 7) % (len(task.dictionary) - 4) + 4  # real words only
+    stream.tokens = changed
+    task2, model2 = built(data_bin)
+    task2.datasets["test"] = stream
+    second = torch.cat(fairseq_scores(task2, model2)[::STREAMS])
+    assert torch.equal(first[: p + 1], second[: p + 1])
+    assert not torch.equal(first[p + 1:], second[p + 1:])
+
+
+def test_bad_settings_name_the_flag(data_bin):
+    for extra, message in ((["--dynamic-eval-lr", "-1"], "--dynamic-eval-lr must be >= 0"),
+                           (["--dynamic-eval-segment", "0"], "--dynamic-eval-segment must be >= 1"),
+                           (["--dynamic-eval-decay", "-0.1"], "--dynamic-eval-decay must be >= 0")):
+        with pytest.raises(ValueError, match=message):
+            built(data_bin, *extra)
+    with pytest.raises(ValueError, match="add --stateful-bptt"):
+        build(data_bin, *SMALL_MODEL, "--adaptive-softmax-cutoff", "20,60", "--dynamic-eval")
+    with pytest.raises(ValueError, match="--dynamic-eval needs --arch qrnn_lm"):
+        build(data_bin, "--stateful-bptt", "--dynamic-eval", "--decoder-layers", "1", arch="lstm_lm",
+              criterion="cross_entropy")

@@ -1,0 +1,91 @@
+"""Dynamic evaluation through fairseq-eval-lm and the tuner, on a trained checkpoint."""
+
+import sys
+
+import pytest
+import torch
+
+from cli_setup import EVAL_RE, MODEL, TRAIN
+from conftest import PLUGIN, fairseq_cli, run
+from fairseq_adasoft import tune_dynamic_eval
+from fairseq_adasoft.presets import DYNAMIC_EVAL
+
+pytestmark = pytest.mark.slow
+
+STATIC = ["--stateful-bptt", "--tokens-per-sample", str(DYNAMIC_EVAL["segment"])]  # the segments dynamic eval reads
+DYNAMIC = ["--stateful-bptt", "--dynamic-eval", "--dynamic-eval-lr", "0.001", "--dynamic-eval-decay", "0.01"]
+CACHE = ["--neural-cache-size", "40", "--neural-cache-theta", "0.5", "--neural-cache-lambda", "0.3"]
+
+
+def evaluate(data_bin, checkpoint, *extra, subset="test", check=True):
+    return run([fairseq_cli("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", checkpoint,
+                "--task", "language_modeling_freqsorted", "--cpu", "--gen-subset", subset, *extra], check=check)
+
+
+def result(out) -> tuple:
+    """fairseq-eval-lm's (loss base 2, perplexity) line, as printed."""
+    return EVAL_RE.findall(out)[-1]
+
+
+def test_learning_rate_zero_is_the_static_classic_protocol(data_bin, trained_checkpoint):
+    _, static = evaluate(data_bin, trained_checkpoint, *STATIC)
+    _, frozen = evaluate(data_bin, trained_checkpoint, *DYNAMIC, "--dynamic-eval-lr", "0", "--dynamic-eval-decay", "0")
+    assert result(frozen) == result(static)
+    _, cached = evaluate(data_bin, trained_checkpoint, *STATIC, *CACHE)
+    _, frozen_cached = evaluate(data_bin, trained_checkpoint, *DYNAMIC, "--dynamic-eval-lr", "0", *CACHE)
+    assert result(frozen_cached) == result(cached)
+
+
+def test_adapting_lowers_the_perplexity_alone_and_with_the_cache(data_bin, trained_checkpoint):
+    ppl = {}
+    for name, flags in (("static", STATIC), ("dynamic", DYNAMIC), ("cache", STATIC + CACHE),
+                        ("both", DYNAMIC + CACHE)):
+        _, out = evaluate(data_bin, trained_checkpoint, *flags)
+        ppl[name] = float(result(out)[1])
+        assert "--dynamic-eval: gradient statistics from" in out or "dynamic" not in name
+    assert ppl["dynamic"] < ppl["static"] and ppl["both"] < ppl["cache"], ppl
+
+
+def test_a_checkpoint_saved_before_dynamic_evaluation_existed(data_bin, trained_checkpoint, tmp_path):
+    state = torch.load(trained_checkpoint, map_location="cpu", weights_only=False)
+    task_cfg = state["cfg"]["task"]
+    for key in [k for k in task_cfg if k.startswith("dynamic_eval")]:
+        del task_cfg[key]
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    _, out = evaluate(data_bin, old, *DYNAMIC)
+    _, new = evaluate(data_bin, trained_checkpoint, *DYNAMIC)
+    assert result(out) == result(new)
+
+
+def test_refused_where_it_cannot_work(data_bin, trained_checkpoint, tmp_path):
+    code, out = run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL,
+                     *TRAIN, "--max-update", "2", "--save-dir", tmp_path / "t", "--stateful-bptt", "--dynamic-eval"],
+                    check=False)
+    assert code != 0 and "--dynamic-eval is an evaluation option" in out
+    code, out = evaluate(data_bin, trained_checkpoint, *DYNAMIC, "--softmax-batch", "4", check=False)
+    assert code != 0 and "drop --softmax-batch" in out
+    code, out = evaluate(data_bin, trained_checkpoint, "--dynamic-eval", check=False)
+    assert code != 0 and "--dynamic-eval adapts the model along contiguous streams" in out
+    code, out = evaluate(data_bin, trained_checkpoint, *DYNAMIC, "--dynamic-eval-stats-tokens", "0", check=False)
+    assert code != 0 and "--dynamic-eval-stats-tokens must be >= 1" in out
+
+
+def test_tuner_scores_as_eval_lm_does(data_bin, trained_checkpoint, tmp_path):
+    save = tmp_path / "ckpt"
+    save.mkdir()
+    (save / "checkpoint_best.pt").symlink_to(trained_checkpoint)
+    model, batches = tune_dynamic_eval.load(str(data_bin), str(save / "checkpoint_best.pt"), "valid", 3,
+                                            dynamic_eval=True)
+    tuned = tune_dynamic_eval.tune(model, batches, 10 ** 9, lrs=(0.001,), decays=(0.01, 0.0))
+    _, out = evaluate(data_bin, trained_checkpoint, *DYNAMIC, "--batch-size", "3", subset="valid")
+    _, static = evaluate(data_bin, trained_checkpoint, *STATIC, "--batch-size", "3", subset="valid")
+    assert tuned["grid"][0]["perplexity"] == pytest.approx(2 ** float(result(out)[0]), rel=2e-4)
+    assert tuned["without_dynamic_eval"] == pytest.approx(2 ** float(result(static)[0]), rel=2e-4)
+    assert tuned["best"] in tuned["grid"] and len(tuned["grid"]) == 2
+
+
+def test_tuner_refuses_the_test_split(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["tune", "--data", str(tmp_path), "--save-dir", str(tmp_path), "--subset", "test"])
+    with pytest.raises(ValueError, match="--subset test: tune on a validation split"):
+        tune_dynamic_eval.main()
