@@ -140,6 +140,13 @@ def readme_results(r: Results) -> str:
                 f"{minutes(r.get(name, 'train', 'train_wall_s'))} of training",
                 machine(r, name), code(f"{name}_protocols")]
 
+    def dynamic(name, label):
+        p = f"{name}_protocols"
+        classic, dyn = r.get(p, "classic", "test", "perplexity"), r.get(p, "dynamic", "test", "perplexity")
+        return [label, f"test {f2(classic)} -> **{f2(dyn)}** ({100 * (dyn / classic - 1):+.1f}%), "
+                f"{f2(r.get(p, 'dynamic_cache', 'test', 'perplexity'))} with the cache; test scored in "
+                f"{minutes(r.get(p, 'dynamic', 'test', 'seconds'))}", machine(r, p), code(p)]
+
     cmp, lm, lma, out, ev = "wikitext2_compare", "lm_throughput", "lm_throughput_avx2", "output_layer", "eval_lm"
     lv = "large_vocab"
     seed = r.get(cmp, "published_seed")
@@ -147,6 +154,7 @@ def readme_results(r: Results) -> str:
         hour("wikitext2_main_bf16_timed", "main job, bf16 CPU (4 x 800)"),
         hour("wikitext2_main_bf16_timed_rerun", "main job again, same command"),
         hour("wikitext2_screen_fp32_avx2_500", "main job, AVX2 CPU (fp32, 4 x 500)"),
+        dynamic("wikitext2_main_fp32_avx2", "dynamic evaluation, main job AVX2 checkpoint"),
         ["adaptive vs full softmax, seed model, 2 epochs",
          f"{x2(r.get(cmp, 'speedup_train_wps'))} the words/s; test {f2(r.get(cmp, 'runs', 'adaptive', 'test', 'perplexity'))}"
          f" vs {f2(r.get(cmp, 'runs', 'full', 'test', 'perplexity'))}", machine(r, cmp), code(cmp)],

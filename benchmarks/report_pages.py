@@ -10,6 +10,7 @@ from benchmarks.report import (
 
 HOUR_RUNS = [  # (file name, label) of the main job's runs, newest configuration first
     ("wikitext2_main_bf16_timed", "`run.sh`, bf16 CPU"),
+    ("wikitext2_main_fp32_avx2", "`run.sh`, AVX2 CPU (fp32, 4 x 500), again"),
     ("wikitext2_main_bf16_timed_rerun", "`run.sh` again"),
     ("wikitext2_screen_fp32_avx2_500", "`run.sh`, AVX2 CPU (fp32, 4 x 500)"),
     ("wikitext2_main", "`EPOCHS=7`, slower bf16 CPU"),
@@ -164,6 +165,30 @@ def large_vocab_table(r: Results) -> str:
     ])
 
 
+DYNAMIC_RUNS = [("wikitext2_main_fp32_avx2", "`run.sh`, AVX2 CPU (fp32, 4 x 500)")]  # *_protocols.json with dynamic evaluation
+PUBLISHED_DYNAMIC = [  # WikiText-2 test, classic protocol -> with dynamic evaluation (Krause et al. 2018)
+    ("AWD-LSTM", 65.8, 44.3, "Krause et al. 2018"),
+    ("AWD-QRNN", 66.8, 44.0, "the authors' dynamic-evaluation README, 20-token segments"),
+]
+
+
+def dynamic_table(r: Results) -> str:
+    rows = []
+    for name, label in DYNAMIC_RUNS:
+        p = f"{name}_protocols"
+        test = {k: r.get(p, k, "test") for k in ("classic", "cache", "dynamic", "dynamic_cache")}
+        best = r.get(p, "dynamic", "tuning", "best")
+        rows.append([label, machine(r, p), " / ".join(f2(t["perplexity"]) for t in test.values()),
+                     f"{100 * (1 - test['dynamic']['perplexity'] / test['classic']['perplexity']):.1f}%",
+                     minutes(test["dynamic"]["seconds"]), f"{best['lr']:g}, {best['decay']:g}", code(p)])
+    published = "; ".join(f"{model} {before} -> {after} ({source})" for model, before, after, source in PUBLISHED_DYNAMIC)
+    return "\n".join([
+        table(["checkpoint", "machine", "test: classic / cache / dynamic / dynamic + cache", "dynamic below classic",
+               "test scored in", "lr, decay (tuned on valid)", "file"], rows), "",
+        f"Published WikiText-2 test perplexities, classic -> dynamic evaluation (not measured here): {published}.",
+    ])
+
+
 def results_page(r: Results) -> str:
     return "\n".join([
         "# Results", "",
@@ -171,9 +196,11 @@ def results_page(r: Results) -> str:
         "Every figure below is read from the results file named beside it, which also holds the command, git revision",
         "and machine of its run. How the main job's settings were chosen: [experiments/wikitext2-cpu-hour.md](experiments/wikitext2-cpu-hour.md).", "",
         "## WikiText-2 main job (`recipes/wikitext2/run.sh`)", "",
-        "Perplexities are `fairseq-eval-lm`'s under the three protocols of [stateful-bptt.md](stateful-bptt.md);",
+        "Perplexities are `fairseq-eval-lm`'s under the protocols of [stateful-bptt.md](stateful-bptt.md);",
         "the cache setting was chosen on valid ([continuous-cache.md](continuous-cache.md)).", "",
         hour_table(r), "",
+        "### Dynamic evaluation ([dynamic-evaluation.md](dynamic-evaluation.md))", "",
+        dynamic_table(r), "",
         "Published WikiText-2 test perplexities, for reference (not measured here; classic protocol, no cache):",
         f"the seed experiment's QRNN {r.get('wikitext2_compare', 'published_seed', 'adaptive', 'test_ppl')} with adaptive softmax and "
         f"{r.get('wikitext2_compare', 'published_seed', 'full', 'test_ppl')} with full softmax ({code('wikitext2_compare')}, `published_seed`); "

@@ -65,11 +65,14 @@ def labelled_paths(specs: Iterable[str], flag: str, example: str) -> Dict[str, s
 def read_eval(path: str) -> dict:
     """The last fairseq-eval-lm result in the log at ``path``."""
     with open(path) as f:
-        found = EVAL_RE.findall(f.read())
+        text = f.read()
+    found = EVAL_RE.findall(text)
     if not found:
         raise ValueError(f"{path} holds no fairseq-eval-lm result line")
     loss, ppl = found[-1]
-    return {"loss_base2": float(loss), "perplexity": float(ppl)}
+    timed = EVALUATED_RE.findall(text)
+    seconds = {"seconds": float(timed[-1][1])} if timed else {}  # fairseq's scoring time, the model loaded
+    return {"loss_base2": float(loss), "perplexity": float(ppl), **seconds}
 
 
 def read_train_log(path: str) -> dict:

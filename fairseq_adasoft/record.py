@@ -16,12 +16,13 @@ train-tokens prints the tokens in one epoch of DATA's train split.
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
 
 from fairseq_adasoft.logs import labelled_paths, read_eval, read_run, read_settings, read_train_log
-from fairseq_adasoft.presets import ARCHITECTURES, EVAL_PROTOCOLS
+from fairseq_adasoft.presets import ARCHITECTURES, DYNAMIC_EVAL, EVAL_PROTOCOLS
 from fairseq_adasoft.provenance import RESULTS_SUBDIR, write_result
 
 # The issue's goal for the main job: test perplexity <= 110 from <= 60 minutes of training.
@@ -48,7 +49,16 @@ PROTOCOLS = {
                             "for test (awd-lstm-lm)"),
     "cache": ("_cache", "classic, plus the continuous cache of Grave, Joulin & Usunier 2017 "
                         "(--neural-cache-size/theta/lambda) with the setting tuned on valid"),
+    "dynamic": ("_dynamic", "classic with the dynamic evaluation of Krause et al. 2018 (--dynamic-eval, "
+                            "{segment}-token segments) at the learning rate and decay tuned on valid"),
+    "dynamic_cache": ("_dynamic_cache", "dynamic evaluation and the continuous cache, each with its tuned setting"),
 }
+# The tuners' files and the protocol each one's setting serves.
+TUNINGS = {"cache": "neural_cache.json", "dynamic": "dynamic_eval.json"}
+# Dynamic evaluation's goals (its issue): test perplexity at least 25% below the static
+# classic protocol's, dynamic + cache below both alone, test scored in <= 15 minutes.
+GOAL_DYNAMIC_GAIN = 0.25
+GOAL_DYNAMIC_SECONDS = 900.0
 
 
 def model_text(settings: dict) -> str:
@@ -69,22 +79,38 @@ def record_run(save_dir: str, config: str, classic: bool = False) -> dict:
 
 
 def record_protocols(save_dir: str) -> dict:
-    """One checkpoint under recipes/wikitext2/protocols.sh's three protocols, and the goal per protocol."""
+    """One checkpoint under recipes/wikitext2/protocols.sh's protocols, and the goals."""
     payload = {"checkpoint": os.path.join(os.path.relpath(save_dir), "checkpoint_best.pt")}
     for protocol, (suffix, how) in PROTOCOLS.items():
-        payload[protocol] = {"how": how.format(**EVAL_PROTOCOLS), **{
+        payload[protocol] = {"how": how.format(**EVAL_PROTOCOLS, **DYNAMIC_EVAL), **{
             split: read_eval(os.path.join(save_dir, f"eval_{split}{suffix}.log")) for split in ("valid", "test")
         }}
-    with open(os.path.join(save_dir, "neural_cache.json")) as f:
-        payload["cache"]["tuning"] = json.load(f)  # python -m fairseq_adasoft.tune_cache: the grid and its best
+    for protocol, name in TUNINGS.items():  # the tuners' grids and their best settings
+        with open(os.path.join(save_dir, name)) as f:
+            payload[protocol]["tuning"] = json.load(f)
     train_s = read_train_log(os.path.join(save_dir, "train.log"))["train_wall_s"]
     payload["goals"] = [
         {"goal": f"test perplexity <= {GOAL_TEST_PPL:g} after <= {GOAL_TRAIN_SECONDS / 60:g} min of training",
          "protocol": protocol, "test_ppl": payload[protocol]["test"]["perplexity"], "train_wall_s": train_s,
          "met": payload[protocol]["test"]["perplexity"] <= GOAL_TEST_PPL and train_s <= GOAL_TRAIN_SECONDS}
         for protocol in PROTOCOLS
-    ]
+    ] + dynamic_goals(payload)
     return payload
+
+
+def dynamic_goals(payload: dict) -> list:
+    test = {protocol: payload[protocol]["test"] for protocol in ("classic", "cache", "dynamic", "dynamic_cache")}
+    gain = 1 - test["dynamic"]["perplexity"] / test["classic"]["perplexity"]
+    return [
+        {"goal": f"dynamic evaluation's test perplexity >= {GOAL_DYNAMIC_GAIN:.0%} below the static classic one",
+         "gain": round(gain, 4), "met": gain >= GOAL_DYNAMIC_GAIN},
+        {"goal": "dynamic evaluation with the cache below both alone",
+         "test_ppl": test["dynamic_cache"]["perplexity"],
+         "met": test["dynamic_cache"]["perplexity"] < min(test["dynamic"]["perplexity"], test["cache"]["perplexity"])},
+        {"goal": f"test scored with dynamic evaluation in <= {GOAL_DYNAMIC_SECONDS / 60:g} min",
+         "seconds": test["dynamic"].get("seconds"),
+         "met": test["dynamic"].get("seconds", math.inf) <= GOAL_DYNAMIC_SECONDS},
+    ]
 
 
 def record_comparison(adaptive: str, full: str, optimizer: str) -> dict:

@@ -167,11 +167,11 @@ def test_compare_recipe_trains_both_softmaxes_alike_and_records_them(data_bin, t
     # TOKENS_PER_SAMPLE=16 shaped the training only: the protocols keep their own lengths.
     save_dir = tmp_path / "ckpt" / "compare-adaptive-quick"
     assert "'tokens_per_sample': 512," in (save_dir / "eval_test.log").read_text()
-    # The adaptive run's checkpoint under the three evaluation protocols (blocks logs exist already).
+    # The adaptive run's checkpoint under the five evaluation protocols (blocks logs exist already).
     protocols_sh = ["bash", os.path.join(ROOT, "recipes", "wikitext2", "protocols.sh")]
     env["SAVE_DIR"] = str(save_dir)
     _, out = run(protocols_sh, env=env)
-    assert out.count("Loss (base 2)") == 4  # classic and cache, valid and test
+    assert out.count("Loss (base 2)") == 8  # classic, cache, dynamic and both, valid and test
     protocols = json.loads((tmp_path / "wikitext2_protocols.json").read_text())
     assert protocols["blocks"]["test"] == adaptive["test"]
     classic_log = (save_dir / "eval_test_classic.log").read_text()
@@ -182,11 +182,22 @@ def test_compare_recipe_trains_both_softmaxes_alike_and_records_them(data_bin, t
     assert tuning["best"] == min(tuning["grid"], key=lambda g: g["perplexity"])
     assert protocols["cache"]["valid"]["perplexity"] == pytest.approx(tuning["best"]["perplexity"], abs=0.01)
     assert tuning["without_cache"] == pytest.approx(protocols["classic"]["valid"]["perplexity"], abs=0.01)
-    goals = {g["protocol"]: g for g in protocols["goals"]}
+    goals = {g["protocol"]: g for g in protocols["goals"] if "protocol" in g}
     assert goals["cache"]["test_ppl"] == protocols["cache"]["test"]["perplexity"]
     assert goals["cache"]["met"] == (goals["cache"]["test_ppl"] <= 110 and goals["cache"]["train_wall_s"] <= 3600)
     cache_log = (tmp_path / "ckpt" / "compare-adaptive-quick" / "eval_test_cache.log").read_text()
     assert f"'neural_cache_size': {tuning['best']['size']}" in cache_log
+    # Dynamic evaluation too: tuned on valid, scored with that setting, alone and with the cache.
+    tuned = protocols["dynamic"]["tuning"]["best"]
+    assert tuned == min(protocols["dynamic"]["tuning"]["grid"], key=lambda g: g["perplexity"])
+    for protocol in ("dynamic", "dynamic_cache"):
+        log = (save_dir / f"eval_test_{protocol}.log").read_text()
+        assert f"'dynamic_eval': True, 'dynamic_eval_lr': {tuned['lr']}, 'dynamic_eval_decay': {tuned['decay']}" in log
+        assert ("'neural_cache_size': 0," in log) == (protocol == "dynamic")
+    assert protocols["dynamic"]["test"]["seconds"] > 0
+    assert {g["goal"]: g["met"] for g in protocols["goals"] if "protocol" not in g}.keys() == {
+        "dynamic evaluation's test perplexity >= 25% below the static classic one",
+        "dynamic evaluation with the cache below both alone", "test scored with dynamic evaluation in <= 15 min"}
     # A second run redoes nothing.
     _, again = run(protocols_sh, env=env)
-    assert "Loss (base 2)" not in again and "without the cache" not in again
+    assert "Loss (base 2)" not in again and "without the cache" not in again and "without dynamic" not in again

@@ -3,8 +3,8 @@
 #
 # Hardware: any; minutes on 2 CPU cores.
 # Result:   prints "test perplexity (blocks protocol): X" and writes
-#           $SAVE_DIR/eval_test.log (eval_test_classic.log, eval_test_cache.log
-#           for the other protocols); skipped when that log is newer than the
+#           $SAVE_DIR/eval_test.log (eval_test_<protocol>.log for the other
+#           protocols); skipped when that log is newer than the
 #           checkpoint and holds a perplexity.
 # Protocol: PROTOCOL=blocks (default), fairseq's: fixed-length blocks scored
 #           independently, no state carried across blocks.
@@ -16,6 +16,12 @@
 #           2017 (--neural-cache-size/theta/lambda) with the setting tuned on
 #           valid in $SAVE_DIR/neural_cache.json (python -m
 #           fairseq_adasoft.tune_cache writes it; protocols.sh runs it).
+#           PROTOCOL=dynamic: classic with Krause et al. 2018's dynamic
+#           evaluation (--dynamic-eval) at the learning rate and decay tuned on
+#           valid in $SAVE_DIR/dynamic_eval.json (python -m
+#           fairseq_adasoft.tune_dynamic_eval); it reads presets.DYNAMIC_EVAL's
+#           segments instead of the classic step. PROTOCOL=dynamic_cache: both,
+#           each with its own tuned setting.
 #           The lengths and stream counts are presets.EVAL_PROTOCOLS';
 #           EVAL_TOKENS overrides the block length (blocks) or the tokens per
 #           step (classic, cache). train.sh's TOKENS_PER_SAMPLE, which run.sh
@@ -31,7 +37,23 @@ PROTOCOL=${PROTOCOL:-blocks}
 load_presets
 CLASSIC_FLAGS=(--stateful-bptt --tokens-per-sample "${EVAL_TOKENS:-$PRESET_CLASSIC_TOKENS}" --batch-size
                "$([ "$SUBSET" = test ] && echo "$PRESET_CLASSIC_TEST_STREAMS" || echo "$PRESET_CLASSIC_VALID_STREAMS")")
-TUNED=""
+TUNED=()  # the tuned settings a protocol reads: its log is stale when one is newer
+cache_flags() {
+  local tuned=$(dirname "$CHECKPOINT")/neural_cache.json
+  [ -s "$tuned" ] || die "PROTOCOL=$PROTOCOL needs $tuned: run python -m fairseq_adasoft.tune_cache first"
+  TUNED+=("$tuned")
+  read -r SIZE THETA LAMBDA <<< "$("$PY" -c \
+    "import json, sys; c = json.load(open(sys.argv[1]))['best']; print(c['size'], c['theta'], c['lambda'])" "$tuned")"
+  PROTOCOL_FLAGS+=(--neural-cache-size "$SIZE" --neural-cache-theta "$THETA" --neural-cache-lambda "$LAMBDA")
+}
+dynamic_flags() {
+  local tuned=$(dirname "$CHECKPOINT")/dynamic_eval.json
+  [ -s "$tuned" ] || die "PROTOCOL=$PROTOCOL needs $tuned: run python -m fairseq_adasoft.tune_dynamic_eval first"
+  TUNED+=("$tuned")
+  read -r LR DECAY <<< "$("$PY" -c \
+    "import json, sys; c = json.load(open(sys.argv[1]))['best']; print(c['lr'], c['decay'])" "$tuned")"
+  PROTOCOL_FLAGS+=(--dynamic-eval --dynamic-eval-lr "$LR" --dynamic-eval-decay "$DECAY")
+}
 case "$PROTOCOL" in
   blocks)
     PROTOCOL_FLAGS=(--tokens-per-sample "${EVAL_TOKENS:-$PRESET_BLOCK_TOKENS}" --batch-size "$PRESET_BLOCK_BATCH_SIZE")
@@ -40,21 +62,29 @@ case "$PROTOCOL" in
     PROTOCOL_FLAGS=("${CLASSIC_FLAGS[@]}")
     SUFFIX=_classic ;;
   cache)
-    TUNED=$(dirname "$CHECKPOINT")/neural_cache.json
-    [ -s "$TUNED" ] || die "PROTOCOL=cache needs $TUNED: run python -m fairseq_adasoft.tune_cache first"
-    SETTING=$("$PY" -c \
-      "import json, sys; c = json.load(open(sys.argv[1]))['best']; print(c['size'], c['theta'], c['lambda'])" "$TUNED")
-    read -r SIZE THETA LAMBDA <<< "$SETTING"
-    PROTOCOL_FLAGS=("${CLASSIC_FLAGS[@]}"
-                    --neural-cache-size "$SIZE" --neural-cache-theta "$THETA" --neural-cache-lambda "$LAMBDA")
+    PROTOCOL_FLAGS=("${CLASSIC_FLAGS[@]}")
+    cache_flags
     SUFFIX=_cache ;;
-  *) die "PROTOCOL must be blocks, classic or cache, got '$PROTOCOL'" ;;
+  dynamic)
+    PROTOCOL_FLAGS=("${CLASSIC_FLAGS[@]}")
+    dynamic_flags
+    SUFFIX=_dynamic ;;
+  dynamic_cache)
+    PROTOCOL_FLAGS=("${CLASSIC_FLAGS[@]}")
+    dynamic_flags
+    cache_flags
+    SUFFIX=_dynamic_cache ;;
+  *) die "PROTOCOL must be blocks, classic, cache, dynamic or dynamic_cache, got '$PROTOCOL'" ;;
 esac
 OUT_LOG=${OUT_LOG:-$(dirname "$CHECKPOINT")/eval_$SUBSET$SUFFIX.log}
 
 [ -s "$CHECKPOINT" ] || die "checkpoint $CHECKPOINT not found; run recipes/wikitext2/train.sh first"
 read_ppl() { sed -n 's/.*Perplexity: \([0-9.]*\).*/\1/p' "$OUT_LOG" | tail -1; }
-if [ "$OUT_LOG" -nt "$CHECKPOINT" ] && { [ -z "$TUNED" ] || [ "$OUT_LOG" -nt "$TUNED" ]; } && [ -n "$(read_ppl)" ]; then
+fresh() {  # whether OUT_LOG is newer than the checkpoint and every tuned setting it used
+  local input
+  for input in "$CHECKPOINT" ${TUNED[@]+"${TUNED[@]}"}; do [ "$OUT_LOG" -nt "$input" ] || return 1; done
+}
+if fresh && [ -n "$(read_ppl)" ]; then
   echo "eval: $OUT_LOG already scores this checkpoint; skipping"
   echo "$SUBSET perplexity ($PROTOCOL protocol): $(read_ppl)"
   exit 0

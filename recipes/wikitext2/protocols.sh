@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# One checkpoint under three evaluation protocols, valid and test (eval.sh):
+# One checkpoint under five evaluation protocols, valid and test (eval.sh):
 #   blocks:  fairseq's, fixed-length blocks scored independently;
 #   classic: awd-lstm-lm's, contiguous streams with the hidden state carried
 #            (--stateful-bptt);
 #   cache:   classic plus Grave et al. 2017's continuous cache, its size,
-#            theta and lambda tuned on valid first (python -m fairseq_adasoft.tune_cache).
+#            theta and lambda tuned on valid first (python -m fairseq_adasoft.tune_cache);
+#   dynamic: classic with Krause et al. 2018's dynamic evaluation, its
+#            learning rate and decay tuned on valid first (python -m
+#            fairseq_adasoft.tune_dynamic_eval);
+#   dynamic_cache: both, each with its own tuned setting.
 #
-# Hardware: any; on 2 CPU cores minutes per split, a few times that under
-#           cache (fairseq-eval-lm scores the full vocabulary), plus the tuning
-#           (one pass over valid, then the grid).
+# Hardware: any; on 2 CPU cores minutes per split and protocol, plus the
+#           tunings (the cache: one pass over valid, then the grid; dynamic
+#           evaluation: a grid over the start of valid). Dynamic evaluation of
+#           test takes longest: one step per 20 tokens of one stream.
 # Result:   $RESULTS_DIR/$NAME.json (default: benchmarks/results/wikitext2_protocols.json).
 #           eval.sh skips evaluations already done for this checkpoint, and
-#           the tuning is skipped when $SAVE_DIR/neural_cache.json is newer.
+#           a tuning is skipped when its $SAVE_DIR/neural_cache.json or
+#           dynamic_eval.json is newer than the checkpoint.
 # Knobs:    SAVE_DIR (required), NAME, common.sh's (DATA_BIN, VENV_BIN, ...).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -21,12 +27,13 @@ SAVE_DIR=${SAVE_DIR:?set SAVE_DIR to the training save dir (it must hold checkpo
 NAME=${NAME:-wikitext2_protocols}
 export SAVE_DIR
 
-TUNED=$SAVE_DIR/neural_cache.json
-if ! [ "$TUNED" -nt "$SAVE_DIR/checkpoint_best.pt" ]; then
-  "$PY" -m fairseq_adasoft.tune_cache --data "$DATA_BIN" --save-dir "$SAVE_DIR"
-fi
+for TUNER in tune_cache:neural_cache tune_dynamic_eval:dynamic_eval; do
+  if ! [ "$SAVE_DIR/${TUNER#*:}.json" -nt "$SAVE_DIR/checkpoint_best.pt" ]; then
+    "$PY" -m "fairseq_adasoft.${TUNER%:*}" --data "$DATA_BIN" --save-dir "$SAVE_DIR"
+  fi
+done
 
-for PROTOCOL in blocks classic cache; do
+for PROTOCOL in blocks classic cache dynamic dynamic_cache; do
   PROTOCOL=$PROTOCOL SUBSET=valid bash "$HERE/eval.sh"
   PROTOCOL=$PROTOCOL SUBSET=test bash "$HERE/eval.sh"
 done
