@@ -31,6 +31,8 @@ setup(
         "sentencepiece",
         "tensorboard",
     ],
-    # matplotlib draws examples/plot_training.py's figures; the tests draw them too.
-    extras_require={"plot": ["matplotlib"], "test": ["pytest", "matplotlib"]},
+    # matplotlib draws examples/plot_training.py's figures; the tests draw them too. triton runs
+    # --qrnn-kernel triton on GPUs, and the tests run its kernels on CPU through its interpreter.
+    extras_require={"plot": ["matplotlib"], "gpu": ["triton"],
+                    "test": ["pytest", "matplotlib", "triton; platform_system == 'Linux'"]},
 )

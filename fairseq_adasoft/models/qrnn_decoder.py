@@ -80,6 +80,7 @@ class QRNNDecoder(DynamicEvalDecoder, FairseqIncrementalDecoder):
             output_size=cfg.embed_dim,
             output_gate=cfg.output_gate,
             zoneout=cfg.zoneout,
+            kernel=cfg.qrnn_kernel,
             weight_drop=cfg.weight_drop,
         )
         self.dropout_output = LockedDropout(cfg.dropout)

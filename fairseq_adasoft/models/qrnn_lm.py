@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 import torch
-from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqLanguageModel, register_model, register_model_architecture
 from torch import Tensor
 
 from fairseq_adasoft.models.qrnn_decoder import QRNNDecoder
 from fairseq_adasoft.modules import DynamicEvalSetup, NeuralCache
+from fairseq_adasoft.modules.qrnn import KERNELS
 from fairseq_adasoft.modules.flag_ranges import AT_LEAST_ONE, PROBABILITY, Range, check_flag_ranges
 
 # The state-dict key of the dictionary's CRC. "version" in it makes fairseq's
@@ -42,6 +43,12 @@ class QRNNLanguageModelConfig(FairseqDataclass):
     dropout_embed: float = field(default=0.1, metadata={"help": "embedding dropout: drop whole word types"})
     weight_drop: float = field(default=0.1, metadata={"help": "DropConnect on the QRNN gate weights"})
     zoneout: float = field(default=0.0, metadata={"help": "zoneout probability on the forget gate"})
+    qrnn_kernel: ChoiceEnum(KERNELS) = field(
+        default="torch",
+        metadata={"help": "how each QRNN layer pools: 'torch' ops around forget_mult (any device), or 'triton', "
+                  "one fused Triton kernel per layer, forward and backward, for CUDA GPUs (opt-in until it is "
+                  "measured on a GPU; needs pip install '.[gpu]')"},
+    )
     share_input_output_embed: bool = field(
         default=False, metadata={"help": "tie the input embedding and the full-softmax output weights"}
     )

@@ -30,6 +30,17 @@ LayerState = Tuple[Tensor, Optional[Tensor]]
 
 NUM_GATES_WITH_OUTPUT = 3  # Z, F, O
 NUM_GATES_WITHOUT_OUTPUT = 2  # Z, F
+KERNELS = ("torch", "triton")
+
+
+def fused_pooling(*args):
+    """``triton_qrnn.fused_pooling``, imported on first use: triton is an optional extra."""
+    try:
+        from .triton_qrnn import fused_pooling as fused
+    except ImportError as e:
+        raise ValueError(f"the QRNN's triton kernel needs triton ({e}): pip install '.[gpu]' "
+                         f"(CUDA builds of torch bring it), or use the torch kernel") from e
+    return fused(*args)
 
 class QRNNLayer(nn.Module):
     """One QRNN layer with fo-pooling (or f-pooling when ``output_gate=False``).
@@ -48,6 +59,10 @@ class QRNNLayer(nn.Module):
 
     ``gate_op`` ("auto", "linear" or "conv") picks how the gates are computed;
     both use the same ``linear`` parameters, so checkpoints do not depend on it.
+    ``kernel`` ("torch" or "triton") picks how the pooling runs: torch ops
+    around ``forget_mult``, or one fused Triton kernel (``triton_qrnn.py``; CUDA
+    tensors, or CPU ones under ``TRITON_INTERPRET=1``). Training with zoneout
+    draws a mask the fused kernel does not take, so it runs the torch ops.
     """
 
     def __init__(
@@ -58,8 +73,11 @@ class QRNNLayer(nn.Module):
         output_gate: bool = True,
         zoneout: float = 0.0,
         weight_drop: float = 0.0,
+        kernel: str = "torch",
     ):
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"QRNNLayer kernel must be one of {KERNELS}, got {kernel!r}")
         if window not in (1, 2):
             raise ValueError(f"QRNNLayer window must be 1 or 2, got {window}")
         for name, p in (("zoneout", zoneout), ("weight_drop", weight_drop)):
@@ -75,6 +93,7 @@ class QRNNLayer(nn.Module):
         # Columns [0:C) multiply x_{t-1}, [C:2C) multiply x_t when window == 2.
         self.linear = nn.Linear(window * input_size, num_gates * hidden_size)
         self.gate_op = "auto"
+        self.kernel = kernel
 
     def _resolved_gate_op(self, x: Tensor) -> str:
         if self.gate_op != "auto":
@@ -122,6 +141,11 @@ class QRNNLayer(nn.Module):
         if prev_x is not None:  # a carried state may come from a run in another precision
             prev_x = prev_x.to(input.dtype)
         gates = self._gates(input, prev_x)  # T x B x G*H
+        last_x = input[-1] if self.window == 2 else None
+        if self.kernel == "triton" and not (self.training and self.zoneout > 0.0):
+            keep = 1.0 if self.training else 1.0 - self.zoneout  # zoneout's expectation in evaluation
+            h, c_last = fused_pooling(gates, c0, keep, self.output_gate)
+            return h, (c_last, last_x)
         gates = gates.chunk(gates.size(2) // self.hidden_size, dim=2)
         z = torch.tanh(gates[0])
         f = torch.sigmoid(gates[1])
@@ -133,7 +157,6 @@ class QRNNLayer(nn.Module):
                 f = 1 - (1 - f) * (1 - self.zoneout)
         c = forget_mult(f, z, c0)  # T x B x H
         h = torch.sigmoid(gates[2]) * c if self.output_gate else c
-        last_x = input[-1] if self.window == 2 else None
         return h, (c[-1], last_x)
 
 
@@ -148,7 +171,7 @@ class QRNN(nn.Module):
             (awd-lstm-lm's QRNN language model).
         output_size: hidden size of the last layer (default ``hidden_size``);
             AWD-LSTM sets it to the embedding size so output weights can be tied.
-        output_gate, zoneout, weight_drop: passed to every ``QRNNLayer``.
+        output_gate, zoneout, weight_drop, kernel: passed to every ``QRNNLayer``.
 
     ``forward(input T x B x C, hidden=None)`` returns the last layer's output
     ``T x B x output_size`` and a list with one ``LayerState`` per layer.
@@ -165,6 +188,7 @@ class QRNN(nn.Module):
         output_gate: bool = True,
         zoneout: float = 0.0,
         weight_drop: float = 0.0,
+        kernel: str = "torch",
     ):
         super().__init__()
         if num_layers < 1:
@@ -176,7 +200,7 @@ class QRNN(nn.Module):
         output_size = output_size or hidden_size
         sizes = [input_size] + [hidden_size] * (num_layers - 1) + [output_size]
         self.layers = nn.ModuleList(
-            QRNNLayer(sizes[i], sizes[i + 1], windows[i], output_gate, zoneout, weight_drop)
+            QRNNLayer(sizes[i], sizes[i + 1], windows[i], output_gate, zoneout, weight_drop, kernel)
             for i in range(num_layers)
         )
         self.between_layers = LockedDropout(dropout)
