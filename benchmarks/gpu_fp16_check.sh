@@ -17,7 +17,9 @@
 # (CPU ones only: CUDA_HOME is unset, the language model needs no CUDA extension),
 # installs the plugin, runs tests/test_cuda.py, makes a synthetic Zipf corpus,
 # trains qrnn_lm with --fp16 for 300 updates (default and explicit
-# --ddp-backend pytorch_ddp), then fp32 and --amp runs for comparison.
+# --ddp-backend pytorch_ddp, and with --qrnn-kernel triton), then fp32 and
+# --amp runs for comparison. python -m benchmarks.qrnn_layer --cuda then times
+# the kernels (qrnn_layer_cuda.json).
 # Writes logs and gpu_fp16_check.json to $OUT (default /tmp/gpu_fp16_check).
 # Expected: every tests/test_cuda.py test passes; every logged fp16 train loss
 # is finite and falls as fp32's and --amp's do, with no fp16 overflow; a few
@@ -139,10 +141,16 @@ if [ "$FAIRSEQ_OK" = 1 ]; then
     tail -n 3 "$OUT/train_$name.log"
   }
   train fp16 --fp16
+  train fp16_triton --fp16 --qrnn-kernel triton  # the fused kernel: words/s and losses beside fp16's
   train fp16_pytorch_ddp --fp16 --ddp-backend pytorch_ddp
   train fp32
   train amp --amp
 fi
+
+stamp "benchmarks.qrnn_layer --cuda"
+$PY -m benchmarks.qrnn_layer --cuda >"$OUT/qrnn_layer_cuda.log" 2>&1 || echo "qrnn_layer --cuda failed"
+cp benchmarks/results/qrnn_layer_cuda.json "$OUT/" 2>/dev/null || true
+tail -n 12 "$OUT/qrnn_layer_cuda.log"
 
 stamp "summary"
 $PY - "$OUT/gpu_fp16_check.json" "$WORK" "$FAIRSEQ_OK" "$PYTEST_RC" "${RUN_NAMES[@]}" <<'EOF'

@@ -117,3 +117,24 @@ def test_adaptive_softmax_under_autocast_fp16_matches_fp32_cpu():
         full = gpu.log_prob(x.to(CUDA))
     check_log_prob(out, ref, full)
     torch.testing.assert_close(full.gather(1, target.to(CUDA).unsqueeze(1)).squeeze(1), out, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_triton_kernel_layer_on_cuda_equals_the_torch_ops(dtype):
+    """--qrnn-kernel triton compiled for the GPU (tests/test_triton_qrnn.py runs it interpreted on CPU)."""
+    pytest.importorskip("triton")
+    from fairseq_adasoft.modules import QRNNLayer
+
+    torch.manual_seed(0)
+    layers = [QRNNLayer(H, H, window=2, kernel=k).to(CUDA) for k in ("torch", "triton")]
+    layers[1].load_state_dict(layers[0].state_dict())
+    x = torch.randn(T, B, H, device=CUDA)
+    out = []
+    for layer in layers:
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+            h, (c, _) = layer(x)
+        (h.float().square().sum() + c.float().sum()).backward()
+        out.append([h.float(), c.float(), layer.linear.weight.grad])
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else TOL_16[dtype]
+    for got, expected in zip(out[1], out[0]):
+        torch.testing.assert_close(got, expected, **tol)
