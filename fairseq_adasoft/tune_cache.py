@@ -104,27 +104,40 @@ def tune(split: list, pad: int, sizes=SIZES, thetas=THETAS, lambdas=LAMBDAS) -> 
             "best": best, "grid": grid}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m fairseq_adasoft.tune_cache", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def tuner_arguments(prog: str, doc: str, streams: int, add=None) -> tuple:
+    """A tuner's command line (both tuners read the same flags): the arguments and the checkpoint."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="fairseq-preprocess --destdir the model was trained on")
     parser.add_argument("--save-dir", required=True, help="training save dir holding checkpoint_best.pt")
     parser.add_argument("--subset", default="valid", help="split to tune on (never the test split)")
-    parser.add_argument("--streams", type=int, default=STREAMS, help="contiguous streams read side by side")
+    parser.add_argument("--streams", type=int, default=streams, help="contiguous streams read side by side")
+    if add is not None:
+        add(parser)
     args = parser.parse_args()
     if args.subset == "test":
         raise ValueError("--subset test: tune on a validation split and report the test split once")
     checkpoint = os.path.join(args.save_dir, "checkpoint_best.pt")
     if not os.path.isfile(checkpoint):
         raise ValueError(f"{checkpoint} not found: --save-dir must be a training save dir (recipes/wikitext2/train.sh)")
+    return args, checkpoint
+
+
+def write_tuning(prog: str, args, result: dict, name: str) -> str:
+    """Keep a tuner's grid and best setting beside the checkpoint, with the command that chose them."""
+    result = {"command": " ".join([prog] + sys.argv[1:]), "subset": args.subset, "streams": args.streams, **result}
+    path = os.path.join(args.save_dir, name)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    return path
+
+
+def main() -> None:
+    prog = "python -m fairseq_adasoft.tune_cache"
+    args, checkpoint = tuner_arguments(prog, __doc__, STREAMS)
     model, batches = load(args.data, checkpoint, args.subset, args.streams)
     pad = model.decoder.dictionary.pad()
     result = tune(read_split(model, batches(), pad), pad)
-    command = " ".join(["python -m fairseq_adasoft.tune_cache"] + sys.argv[1:])
-    result = {"command": command, "subset": args.subset, "streams": args.streams, **result}
-    path = os.path.join(args.save_dir, "neural_cache.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+    path = write_tuning(prog, args, result, "neural_cache.json")
     print(f"{path}: {args.subset} perplexity without the cache {result['without_cache']}, best {result['best']}")
 
 

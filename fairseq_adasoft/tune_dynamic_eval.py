@@ -12,17 +12,13 @@ fairseq_adasoft.record protocols`` copies into the results file.
     python -m fairseq_adasoft.tune_dynamic_eval --data data-bin/wikitext-2 --save-dir checkpoints/wikitext2_main
 """
 
-import argparse
-import json
 import math
-import os
-import sys
 import time
 
 import torch
 
 from fairseq_adasoft.presets import DYNAMIC_EVAL, EVAL_PROTOCOLS
-from fairseq_adasoft.tune_cache import load
+from fairseq_adasoft.tune_cache import load, tuner_arguments, write_tuning
 
 # Grids around the authors' AWD-QRNN WikiText-2 setting (presets.DYNAMIC_EVAL).
 LRS = tuple(DYNAMIC_EVAL["lr"] * f for f in (0.5, 1.0, 2.0, 4.0))
@@ -66,29 +62,15 @@ def tune(model, batches_fn, tokens: int, lrs=LRS, decays=DECAYS) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m fairseq_adasoft.tune_dynamic_eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="fairseq-preprocess --destdir the model was trained on")
-    parser.add_argument("--save-dir", required=True, help="training save dir holding checkpoint_best.pt")
-    parser.add_argument("--subset", default="valid", help="split to tune on (never the test split)")
-    parser.add_argument("--streams", type=int, default=STREAMS, help="contiguous streams read side by side")
-    parser.add_argument("--tokens", type=int, default=TOKENS, help="score each setting on the split's first N tokens")
-    args = parser.parse_args()
-    if args.subset == "test":
-        raise ValueError("--subset test: tune on a validation split and report the test split once")
+    prog = "python -m fairseq_adasoft.tune_dynamic_eval"
+    args, checkpoint = tuner_arguments(prog, __doc__, STREAMS, add=lambda parser: parser.add_argument(
+        "--tokens", type=int, default=TOKENS, help="score each setting on the split's first N tokens"))
     if args.tokens < 1:
         raise ValueError(f"--tokens must be >= 1, got {args.tokens}")
-    checkpoint = os.path.join(args.save_dir, "checkpoint_best.pt")
-    if not os.path.isfile(checkpoint):
-        raise ValueError(f"{checkpoint} not found: --save-dir must be a training save dir (recipes/wikitext2/train.sh)")
     model, batches_fn = load(args.data, checkpoint, args.subset, args.streams, dynamic_eval=True)
     result = tune(model, batches_fn, args.tokens)
-    command = " ".join(["python -m fairseq_adasoft.tune_dynamic_eval"] + sys.argv[1:])
-    result = {"command": command, "subset": args.subset, "streams": args.streams,
-              "segment": DYNAMIC_EVAL["segment"], "statistics_tokens": DYNAMIC_EVAL["statistics_tokens"], **result}
-    path = os.path.join(args.save_dir, "dynamic_eval.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+    result = {"segment": DYNAMIC_EVAL["segment"], "statistics_tokens": DYNAMIC_EVAL["statistics_tokens"], **result}
+    path = write_tuning(prog, args, result, "dynamic_eval.json")
     print(f"{path}: {args.subset} perplexity without dynamic evaluation {result['without_dynamic_eval']}, "
           f"best {result['best']}")
 
