@@ -136,7 +136,7 @@ class DynamicEvaluation:
     def _publish(self, i: int, rows: Optional[Tensor] = None) -> None:
         """Copy the fp32 weights into a 16-bit parameter."""
         p, w = self.params[i], self.weights[i]
-        if w is p.data:
+        if p.dtype == torch.float32:  # w is the parameter's own data
             return
         with torch.no_grad():
             if rows is None:
