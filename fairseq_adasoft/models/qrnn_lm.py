@@ -8,7 +8,7 @@ Socher 2018, "Regularizing and Optimizing LSTM Language Models").
 """
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Callable, List, Optional
 
 import torch
@@ -183,6 +183,11 @@ def apply_preset(cfg, name: str) -> None:
 
     for key, value in ARCHITECTURES[name].items():
         setattr(cfg, key, getattr(cfg, key, value))
+    # fairseq merges the dataclass's defaults into a saved config only under the model's
+    # own name (qrnn_lm): a checkpoint of a named variant saved before a flag existed lacks it.
+    for f in fields(QRNNLanguageModelConfig):
+        if f.default is not MISSING and not f.name.startswith("_"):
+            setattr(cfg, f.name, getattr(cfg, f.name, f.default))
 
 
 @register_model_architecture("qrnn_lm", "qrnn_lm_wikitext2_seed")
