@@ -3,7 +3,8 @@ validation split, as the authors' ``dynamiceval.py --grid`` does: the
 gradient statistics are gathered once, then each (learning rate, decay) of a
 small grid scores the split from the trained weights, through the code
 ``fairseq-eval-lm --dynamic-eval`` runs. ``--tokens`` scores only the
-split's first tokens per setting (their ``--gridfast`` reads 30,000).
+split's first tokens per setting (their ``--gridfast`` reads 30,000; one
+stream of 20,000 is a thousand steps).
 
 Writes <save-dir>/dynamic_eval.json: the grid and the best setting, which
 recipes/wikitext2/eval.sh PROTOCOL=dynamic uses and ``python -m
@@ -20,12 +21,14 @@ import torch
 from fairseq_adasoft.presets import DYNAMIC_EVAL, EVAL_PROTOCOLS
 from fairseq_adasoft.tune_cache import load, tuner_arguments, write_tuning
 
-# Grids around the authors' AWD-QRNN WikiText-2 setting (presets.DYNAMIC_EVAL).
-LRS = tuple(DYNAMIC_EVAL["lr"] * f for f in (0.5, 1.0, 2.0, 4.0))
-DECAYS = tuple(DYNAMIC_EVAL["decay"] * f for f in (0.5, 1.0, 2.0))
-TOKENS = 30_000
-# The classic protocol's validation streams (awd-lstm-lm's; Krause et al. read one).
-STREAMS = EVAL_PROTOCOLS["classic_valid_streams"]
+# Grids from the authors' AWD-QRNN WikiText-2 setting (presets.DYNAMIC_EVAL) upward: on the
+# main job's checkpoint the best learning rate lay at the top of a 0.5x-4x grid.
+LRS = tuple(DYNAMIC_EVAL["lr"] * f for f in (2.0, 4.0, 8.0, 16.0))
+DECAYS = tuple(DYNAMIC_EVAL["decay"] * f for f in (0.25, 1.0))
+TOKENS = 20_000
+# One stream, as Krause et al. read every split and the classic protocol reads test: the
+# size of a step depends on how many segments it averages, so tune with the test's.
+STREAMS = EVAL_PROTOCOLS["classic_test_streams"]
 
 
 def score(model, batches, tokens: int) -> dict:
