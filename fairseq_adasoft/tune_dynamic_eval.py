@@ -42,9 +42,10 @@ def score(model, batches, tokens: int) -> dict:
         real = sample["target"].ne(decoder.dictionary.pad())
         nll -= log_p[real].double().sum().item()
         count += int(real.sum())
-        if count >= tokens:
+        if count >= tokens or not math.isfinite(nll):  # a diverged setting need not finish
             break
-    return {"perplexity": round(math.exp(nll / count), 3), "tokens": count, "seconds": round(time.perf_counter() - start, 1)}
+    ppl = math.exp(nll / count) if math.isfinite(nll) else math.inf  # a learning rate that diverged
+    return {"perplexity": round(ppl, 3), "tokens": count, "seconds": round(time.perf_counter() - start, 1)}
 
 
 def tune(model, batches_fn, tokens: int, lrs=LRS, decays=DECAYS) -> dict:
@@ -60,7 +61,7 @@ def tune(model, batches_fn, tokens: int, lrs=LRS, decays=DECAYS) -> dict:
             print(f"lr {lr:g} decay {decay:g}: perplexity {grid[-1]['perplexity']}", flush=True)
     model.decoder.dynamic.restart(0.0, 0.0)
     static = score(model, batches_fn(), tokens)  # lr 0: the static model, through the same code
-    best = min(grid, key=lambda g: g["perplexity"])
+    best = min(grid, key=lambda g: g["perplexity"] if math.isfinite(g["perplexity"]) else math.inf)
     return {"tokens": static["tokens"], "without_dynamic_eval": static["perplexity"], "best": best, "grid": grid}
 
 
