@@ -2,8 +2,9 @@
 # The main job, from a fresh clone: set up the environment, prepare WikiText-2,
 # train the main job's model (fairseq_adasoft/presets.py: qrnn_lm_wikitext2
 # with stateful BPTT, an adaptive softmax tied to the embedding, bf16 matmuls)
-# for an hour of 2 CPU cores, evaluate it under three protocols (the last with
-# a continuous cache tuned on valid), and record the result.
+# for an hour of 2 CPU cores, evaluate it under five protocols (protocols.sh:
+# with the continuous cache and dynamic evaluation tuned on valid), and record
+# the result.
 #
 # Hardware: 2 CPU cores with bf16 instructions (AVX-512 BF16 or AMX); no GPU
 #           needed. Elsewhere bf16 is far slower than fp32
@@ -19,7 +20,7 @@
 #           CPU wikitext2_screen_fp32_avx2_500{,_protocols}.json, QUICK=1
 #           wikitext2_main_quick.json.
 # Result:   prints the validation and test perplexity; writes $RESULTS_DIR/$NAME.json
-#           (fairseq's blocks) and ${NAME}_protocols.json (all three protocols);
+#           (fairseq's blocks) and ${NAME}_protocols.json (every protocol);
 #           NAME defaults to wikitext2_main[_quick].
 # Knobs:    NAME, SAVE_DIR, QUICK, EPOCHS, LR, STOP_TIME_HOURS, BATCH_SIZE,
 #           TOKENS_PER_SAMPLE (defaults: the presets), common.sh's; arguments
