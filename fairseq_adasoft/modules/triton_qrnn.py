@@ -59,14 +59,17 @@ def _pool_backward(gates, c0, c_all, grad_h, grad_c_last, grad_gates, grad_c0, T
     mask = cols < H
     # carry: dL/dc_t through c_{t+1}; it starts as the gradient of the returned c_T.
     carry = tl.load(grad_c_last + b * H + cols, mask=mask, other=0.0).to(tl.float32)
+    c_init = tl.zeros([BLOCK], dtype=tl.float32)
+    if HAS_C0:
+        c_init = tl.load(c0 + b * H + cols, mask=mask, other=0.0).to(tl.float32)
+    c = tl.load(c_all + ((T - 1) * B + b) * H + cols, mask=mask, other=0.0)
     for step in range(T):
         t = T - 1 - step
         row = (t * B + b) * G * H
         out = (t * B + b) * H + cols
-        c = tl.load(c_all + out, mask=mask, other=0.0)
-        c_prev = tl.load(c_all + out - B * H, mask=mask & (t > 0), other=0.0)  # c_{t-1}; at t = 0, c0 or 0
-        if HAS_C0:
-            c_prev += tl.load(c0 + b * H + cols, mask=mask & (t == 0), other=0.0).to(tl.float32)
+        # c_{t-1}, read from a clamped row and replaced by c0 (or 0) at t = 0: masks stay block-shaped.
+        c_prev = tl.load(c_all + (tl.maximum(t - 1, 0) * B + b) * H + cols, mask=mask, other=0.0)
+        c_prev = tl.where(t > 0, c_prev, c_init)
         z = 2.0 * tl.sigmoid(2.0 * tl.load(gates + row + cols, mask=mask, other=0.0).to(tl.float32)) - 1.0
         sf = tl.sigmoid(tl.load(gates + row + H + cols, mask=mask, other=0.0).to(tl.float32))
         f = keep * sf + (1.0 - keep)
@@ -82,6 +85,7 @@ def _pool_backward(gates, c0, c_all, grad_h, grad_c_last, grad_gates, grad_c0, T
         tl.store(grad_gates + row + H + cols, (g * (c_prev - z) * keep * sf * (1.0 - sf)).to(grad_gates.dtype.element_ty),
                  mask=mask)
         carry = f * g
+        c = c_prev
     if HAS_C0:
         tl.store(grad_c0 + b * H + cols, carry.to(grad_c0.dtype.element_ty), mask=mask)
 
