@@ -35,9 +35,9 @@ STREAMS, TOKENS_PER_BATCH = EVAL_PROTOCOLS["classic_valid_streams"], EVAL_PROTOC
 PLUGIN_DIR = os.path.dirname(fairseq_adasoft.__file__)  # fairseq's --user-dir: the installed package
 
 
-def load(data: str, checkpoint: str, subset: str, streams: int, dynamic_eval: bool = False):
+def load(data: str, checkpoint: str, subset: str, streams: int, flags=()):
     """The model and a function giving the split's batches (a fresh pass per call), built as
-    fairseq-eval-lm --stateful-bptt [--dynamic-eval] builds them."""
+    fairseq-eval-lm --stateful-bptt [flags] builds them."""
     from fairseq import checkpoint_utils, options, tasks, utils
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
@@ -46,7 +46,7 @@ def load(data: str, checkpoint: str, subset: str, streams: int, dynamic_eval: bo
         data, "--user-dir", PLUGIN_DIR, "--task", "language_modeling_freqsorted",
         "--path", checkpoint, "--gen-subset", subset, "--stateful-bptt", "--cpu",
         "--tokens-per-sample", str(TOKENS_PER_BATCH), "--batch-size", str(streams),
-        *(["--dynamic-eval"] if dynamic_eval else []),
+        *flags,
     ])
     cfg = convert_namespace_to_omegaconf(args)
     utils.import_user_module(cfg.common)

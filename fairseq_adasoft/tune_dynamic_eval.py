@@ -6,7 +6,11 @@ small grid scores the split from the trained weights, through the code
 split's first tokens per setting (their ``--gridfast`` reads 30,000; one
 stream of 20,000 is a thousand steps).
 
-Writes <save-dir>/dynamic_eval.json: the grid and the best setting, which
+The statistics are kept in <save-dir>/dynamic_eval_stats.pt
+(``--dynamic-eval-stats-file``), so that scoring test with the chosen setting
+reads them instead of gathering them again.
+
+Writes <save-dir>/dynamic_eval.json: the grid, the best setting and the statistics file, which
 recipes/wikitext2/eval.sh PROTOCOL=dynamic uses and ``python -m
 fairseq_adasoft.record protocols`` copies into the results file.
 
@@ -14,6 +18,7 @@ fairseq_adasoft.record protocols`` copies into the results file.
 """
 
 import math
+import os
 import time
 
 import torch
@@ -29,6 +34,7 @@ TOKENS = 20_000
 # One stream, as Krause et al. read every split and the classic protocol reads test: the
 # size of a step depends on how many segments it averages, so tune with the test's.
 STREAMS = EVAL_PROTOCOLS["classic_test_streams"]
+STATISTICS_FILE = "dynamic_eval_stats.pt"  # beside the checkpoint
 
 
 def score(model, batches, tokens: int) -> dict:
@@ -71,9 +77,12 @@ def main() -> None:
         "--tokens", type=int, default=TOKENS, help="score each setting on the split's first N tokens"))
     if args.tokens < 1:
         raise ValueError(f"--tokens must be >= 1, got {args.tokens}")
-    model, batches_fn = load(args.data, checkpoint, args.subset, args.streams, dynamic_eval=True)
+    statistics = os.path.abspath(os.path.join(args.save_dir, STATISTICS_FILE))
+    model, batches_fn = load(args.data, checkpoint, args.subset, args.streams,
+                             flags=["--dynamic-eval", "--dynamic-eval-stats-file", statistics])
     result = tune(model, batches_fn, args.tokens)
-    result = {"segment": DYNAMIC_EVAL["segment"], "statistics_tokens": DYNAMIC_EVAL["statistics_tokens"], **result}
+    result = {"segment": DYNAMIC_EVAL["segment"], "statistics_tokens": DYNAMIC_EVAL["statistics_tokens"],
+              "statistics_file": statistics, **result}
     path = write_tuning(prog, args, result, "dynamic_eval.json")
     print(f"{path}: {args.subset} perplexity without dynamic evaluation {result['without_dynamic_eval']}, "
           f"best {result['best']}")

@@ -28,15 +28,41 @@ def result(out) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def printed(data_bin, trained_checkpoint):
-    """fairseq-eval-lm's result line on test under each protocol (one run each)."""
-    runs = {"static": STATIC, "dynamic": DYNAMIC, "cache": STATIC + CACHE, "both": DYNAMIC + CACHE,
-            "frozen": DYNAMIC + ["--dynamic-eval-lr", "0", "--dynamic-eval-decay", "0"],
+def kept_statistics(tmp_path_factory):
+    return tmp_path_factory.mktemp("dynamic") / "stats.pt"
+
+
+@pytest.fixture(scope="module")
+def printed(data_bin, trained_checkpoint, kept_statistics):
+    """fairseq-eval-lm's result line on test under each protocol (one run each); the first
+    dynamic run keeps its statistics, which "kept" then reads."""
+    keep = ["--dynamic-eval-stats-file", str(kept_statistics)]
+    runs = {"static": STATIC, "dynamic": DYNAMIC + keep, "kept": DYNAMIC + keep, "cache": STATIC + CACHE,
+            "both": DYNAMIC + CACHE, "frozen": DYNAMIC + ["--dynamic-eval-lr", "0", "--dynamic-eval-decay", "0"],
             "frozen_cache": DYNAMIC + ["--dynamic-eval-lr", "0"] + CACHE}
     out = {name: evaluate(data_bin, trained_checkpoint, *flags)[1] for name, flags in runs.items()}
-    assert all(("--dynamic-eval: gradient statistics from" in text) == (name not in ("static", "cache"))
+    assert all(("--dynamic-eval: gradient statistics from" in text) == (name not in ("static", "cache", "kept"))
                for name, text in out.items())
+    assert f"gradient statistics kept in {kept_statistics}" in out["dynamic"]
+    assert f"gradient statistics read from {kept_statistics}" in out["kept"]
     return {name: result(text) for name, text in out.items()}
+
+
+def test_kept_statistics_score_as_gathered_ones(printed):
+    assert printed["kept"] == printed["dynamic"]
+
+
+def test_kept_statistics_of_other_settings_are_refused(data_bin, trained_checkpoint, printed, kept_statistics,
+                                                        tmp_path):
+    for flags, what in ((["--dynamic-eval-stats-tokens", "7"], "holds statistics of other weights or settings"),
+                        (["--dynamic-eval-stats-file", str(tmp_path / "none" / "s.pt")], "does not exist")):
+        code, out = evaluate(data_bin, trained_checkpoint, *DYNAMIC, "--dynamic-eval-stats-file",
+                             str(kept_statistics), *flags, check=False)
+        assert code != 0 and f"--dynamic-eval-stats-file" in out and what in out, out[-2000:]
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a torch file")
+    code, out = evaluate(data_bin, trained_checkpoint, *DYNAMIC, "--dynamic-eval-stats-file", str(broken), check=False)
+    assert code != 0 and "is not a statistics file" in out and broken.read_bytes() == b"not a torch file"
 
 
 def test_learning_rate_zero_is_the_static_classic_protocol(printed):
@@ -82,7 +108,7 @@ def test_tuner_scores_as_eval_lm_does(data_bin, trained_checkpoint, tmp_path):
     save.mkdir()
     (save / "checkpoint_best.pt").symlink_to(trained_checkpoint)
     model, batches = tune_dynamic_eval.load(str(data_bin), str(save / "checkpoint_best.pt"), "valid", 3,
-                                            dynamic_eval=True)
+                                            flags=["--dynamic-eval"])
     tuned = tune_dynamic_eval.tune(model, batches, 10 ** 9, lrs=(0.001,), decays=(0.01, 0.0))
     _, out = evaluate(data_bin, trained_checkpoint, *DYNAMIC, "--batch-size", "3", subset="valid")
     _, static = evaluate(data_bin, trained_checkpoint, *STATIC, "--batch-size", "3", subset="valid")

@@ -9,9 +9,11 @@ graph, steps, and returns the scores computed before the step. No token is
 scored by weights that have trained on it.
 """
 
+import hashlib
 import logging
+import os
 import time
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -108,8 +110,19 @@ class DynamicEvalDecoder:
         return weight
 
     def _start_dynamic_eval(self) -> DynamicEvaluation:
-        """Krause et al.'s MS_g over the training batches, from the trained weights."""
-        params = list(self.parameters())
+        """Krause et al.'s update from the trained weights, with MS_g read from
+        --dynamic-eval-stats-file when it holds them, else gathered (and kept there)."""
+        params, setup = list(self.parameters()), self.dynamic_setup
+        kept = StatisticsFile(setup.statistics_file, setup.statistics_settings, params)
+        rms = kept.read()
+        if rms is None:
+            rms = self._gather_statistics(params)
+            kept.write(rms)
+        lazy = [p for p in [self._lazy_embedding()] if p is not None]
+        return DynamicEvaluation(params, rms, setup.lr, setup.decay, lazy_rows=lazy)
+
+    def _gather_statistics(self, params: List[nn.Parameter]) -> List[Tensor]:
+        """MS_g over the training batches, from the trained weights: the rms per parameter."""
         stats = GradientStatistics(params)
         cache, self.neural_cache = self.neural_cache, None  # the statistics read training text
         device, start, tokens, names = params[0].device, time.perf_counter(), 0, set()
@@ -132,5 +145,55 @@ class DynamicEvalDecoder:
                 self.carried.forget(name)
         logger.info("--dynamic-eval: gradient statistics from %d training batches (%d tokens) in %.1f s",
                     stats.batches, tokens, time.perf_counter() - start)
-        lazy = [p for p in [self._lazy_embedding()] if p is not None]
-        return DynamicEvaluation(params, stats.rms(), self.dynamic_setup.lr, self.dynamic_setup.decay, lazy_rows=lazy)
+        return stats.rms()
+
+
+class StatisticsFile:
+    """Dynamic evaluation's rms kept between runs: they cost a pass over the
+    training split, and depend only on the trained weights and how the
+    batches were cut, which the file records and checks."""
+
+    FORMAT = "fairseq_adasoft dynamic evaluation statistics, v1"
+
+    def __init__(self, path: str, settings: Optional[dict], params: List[nn.Parameter]):
+        self.path, self.settings = path, dict(settings or {})
+        self.shapes = [tuple(p.shape) for p in params]
+        self.weights = self._fingerprint(params) if path else ""
+        folder = os.path.dirname(os.path.abspath(path)) if path else ""
+        if path and not os.path.isdir(folder):
+            raise ValueError(f"--dynamic-eval-stats-file {path}: its folder {folder} does not exist; create it "
+                             f"or name a file in an existing folder")
+
+    @staticmethod
+    def _fingerprint(params: List[nn.Parameter]) -> str:
+        digest = hashlib.sha256()
+        for p in params:
+            digest.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    def read(self) -> Optional[List[Tensor]]:
+        """The kept rms, None when there is no file; a file of other weights or settings is refused."""
+        if not self.path or not os.path.exists(self.path):
+            return None
+        try:
+            kept = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise ValueError(f"--dynamic-eval-stats-file {self.path} is not a statistics file ({error}): "
+                             f"delete it to gather the statistics again, or name another file") from error
+        found = (kept.get("format"), kept.get("weights"), kept.get("settings"),
+                 [tuple(r.shape) for r in kept.get("rms", [])])
+        if found != (self.FORMAT, self.weights, self.settings, self.shapes):
+            raise ValueError(f"--dynamic-eval-stats-file {self.path} holds statistics of other weights or settings "
+                             f"(it has {kept.get('settings')}, this run {self.settings}): delete it to gather "
+                             f"them again, or name another file")
+        logger.info("--dynamic-eval: gradient statistics read from %s", self.path)
+        return kept["rms"]
+
+    def write(self, rms: List[Tensor]) -> None:
+        if not self.path:
+            return
+        partial = f"{self.path}.partial"  # written whole, then renamed: a kill leaves no half file
+        torch.save({"format": self.FORMAT, "weights": self.weights, "settings": self.settings,
+                    "rms": [r.cpu() for r in rms]}, partial)
+        os.replace(partial, self.path)
+        logger.info("--dynamic-eval: gradient statistics kept in %s", self.path)

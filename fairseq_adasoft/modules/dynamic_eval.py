@@ -37,6 +37,8 @@ class DynamicEvalSetup(NamedTuple):
     lr: float  # eta
     decay: float  # lambda
     statistics_batches: Callable[[], Iterable]  # the training batches for MS_g
+    statistics_file: str = ""  # where MS_g is kept between runs ("": gathered every run)
+    statistics_settings: Optional[dict] = None  # what the batches were: a kept file must match it
 
 
 class GradientStatistics:

@@ -94,10 +94,17 @@ class FreqSortedLanguageModelingConfig(LanguageModelingConfig):
         metadata={"help": "tokens per stream per step of dynamic evaluation; it replaces --tokens-per-sample "
                   "for fairseq-eval-lm's batches, and cuts the training batches of the statistics"},
     )
-    dynamic_eval_stats_tokens: int = field(
+    dynamic_eval_stats_tokens: Optional[int] = field(
         default=DYNAMIC_EVAL["statistics_tokens"],
         metadata={"help": "training tokens whose gradients (mean squares, from the trained weights) normalise "
-                  "dynamic evaluation's steps; at most the whole training split"},
+                  "dynamic evaluation's steps (default: the whole training split, as Krause et al.; "
+                  "--dynamic-eval-stats-file keeps them)"},
+    )
+    dynamic_eval_stats_file: str = field(
+        default="",
+        metadata={"help": "keep dynamic evaluation's gradient statistics in this file: read when it exists (it "
+                  "must hold those of these weights and statistics flags), else gathered and written; "
+                  "empty: gathered at every run"},
     )
     # fairseq's flags the task reads: which split is trained on (every other is
     # scored in full) and the precision, which fairseq checks only after the model is built.
@@ -207,7 +214,8 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         segment, wanted = self.args.dynamic_eval_segment, self.args.dynamic_eval_stats_tokens
         streams = max(1, min(DYNAMIC_EVAL["statistics_streams"], len(train) // segment))
         batches = StreamBatches(train, streams, segment, num_shards=1, shard_id=0)
-        for k in range(min(len(batches), math.ceil(wanted / (streams * segment)))):
+        count = len(batches) if wanted is None else min(len(batches), math.ceil(wanted / (streams * segment)))
+        for k in range(count):
             yield batches.collater([k])
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
@@ -269,8 +277,11 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         if not self.args.stateful_bptt:
             raise ValueError("--dynamic-eval adapts the model along contiguous streams whose state it carries: "
                              "add --stateful-bptt")
+        settings = {"split": self.args.train_subset, "segment": self.args.dynamic_eval_segment,
+                    "tokens": self.args.dynamic_eval_stats_tokens, "streams": DYNAMIC_EVAL["statistics_streams"]}
         model.use_dynamic_eval(DynamicEvalSetup(self.args.dynamic_eval_lr, self.args.dynamic_eval_decay,
-                                                self.dynamic_eval_statistics))
+                                                self.dynamic_eval_statistics, self.args.dynamic_eval_stats_file,
+                                                settings))
 
 
 def _unwrap(model):

@@ -19,8 +19,9 @@
 #           PROTOCOL=dynamic: classic with Krause et al. 2018's dynamic
 #           evaluation (--dynamic-eval) at the learning rate and decay tuned on
 #           valid in $SAVE_DIR/dynamic_eval.json (python -m
-#           fairseq_adasoft.tune_dynamic_eval); it reads presets.DYNAMIC_EVAL's
-#           segments instead of the classic step. PROTOCOL=dynamic_cache: both,
+#           fairseq_adasoft.tune_dynamic_eval), with the gradient statistics
+#           the tuner kept; it reads presets.DYNAMIC_EVAL's segments instead
+#           of the classic step. PROTOCOL=dynamic_cache: both,
 #           each with its own tuned setting.
 #           The lengths and stream counts are presets.EVAL_PROTOCOLS';
 #           EVAL_TOKENS overrides the block length (blocks) or the tokens per
@@ -50,9 +51,10 @@ dynamic_flags() {
   local tuned=$(dirname "$CHECKPOINT")/dynamic_eval.json
   [ -s "$tuned" ] || die "PROTOCOL=$PROTOCOL needs $tuned: run python -m fairseq_adasoft.tune_dynamic_eval first"
   TUNED+=("$tuned")
-  read -r LR DECAY <<< "$("$PY" -c \
-    "import json, sys; c = json.load(open(sys.argv[1]))['best']; print(c['lr'], c['decay'])" "$tuned")"
-  PROTOCOL_FLAGS+=(--dynamic-eval --dynamic-eval-lr "$LR" --dynamic-eval-decay "$DECAY")
+  read -r LR DECAY STATS <<< "$("$PY" -c \
+    "import json, sys; t = json.load(open(sys.argv[1])); c = t['best']; print(c['lr'], c['decay'], t['statistics_file'])" \
+    "$tuned")"
+  PROTOCOL_FLAGS+=(--dynamic-eval --dynamic-eval-lr "$LR" --dynamic-eval-decay "$DECAY" --dynamic-eval-stats-file "$STATS")
 }
 case "$PROTOCOL" in
   blocks)
