@@ -18,12 +18,29 @@ def reference_layers(layer: AdaptiveInput):
     embeddings, projections = [], []
     for emb, proj in zip(layer.embeddings, layer.projections):
         e = nn.Embedding(emb.num_embeddings, emb.embedding_dim)
-        p = nn.Linear(proj.in_features, proj.out_features, bias=False)
         e.weight.data.copy_(emb.weight)
-        p.weight.data.copy_(proj.weight)
         embeddings.append(e)
+        if emb.embedding_dim == layer.embed_dim:  # a full-width band: the embedding alone
+            assert isinstance(proj, nn.Identity)
+            projections.append(nn.Identity())
+            continue
+        p = nn.Linear(proj.in_features, proj.out_features, bias=False)
+        p.weight.data.copy_(proj.weight)
         projections.append(p)
     return embeddings, projections
+
+
+def test_starts_at_the_plain_embeddings_scale_and_tied_tails_as_untied_ones():
+    torch.manual_seed(0)
+    layer = AdaptiveInput(4000, 64, [1000, 2000], factor=4.0)
+    features = [layer(torch.arange(lo, hi)) for lo, hi in ((0, 1000), (1000, 2000), (2000, 4000))]
+    assert [round(f.std().item(), 1) for f in features] == [1.0, 1.0, 1.0]  # nn.Embedding's N(0, 1) features
+    untied = AdaptiveSoftmax(64, 4000, [1000, 2000], div_value=4.0)
+    for i in (1, 2):  # each narrower band's rows spread as an untied tail's output matrix
+        tail = untied.tail[i - 1][2].weight
+        assert layer.embeddings[i].weight.shape == tail.shape
+        assert layer.embeddings[i].weight.std().item() == pytest.approx(tail.std().item(), rel=0.05)
+        assert layer.embeddings[i].weight.abs().max() <= tail.shape[1] ** -0.5
 
 
 def every_band_tokens(shape=(3, 7), seed=0):

@@ -7,6 +7,9 @@ features and projects them to ``d``, so rare words cost few parameters:
 
     e(w) = P_i E_i[w - cutoffs[i-1]]   for w in band i
 
+A band as wide as ``d`` (the first, or any with ``factor`` 1) has no P_i: it
+would only reparametrise its rows, and the band then equals ``nn.Embedding``.
+
 It mirrors ``nn.Embedding`` (``tokens -> tokens.shape x d``, ``num_embeddings``,
 ``padding_idx``). Every band runs on every call, on however many tokens it has
 (possibly none), so each parameter gets a gradient on every step, as the
@@ -20,6 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from .cutoffs import band_dim, validate_cutoffs
+
+# Rows uniform within dim^-1/2 have variance 1 / (3 dim): a N(0, 3) projection gives features of variance 1.
+UNIFORM_TO_UNIT_STD = 3.0**0.5
 
 
 class AdaptiveInput(nn.Module):
@@ -52,15 +58,25 @@ class AdaptiveInput(nn.Module):
         for lo, hi, dim in zip([0] + self.cutoffs[:-1], self.cutoffs, self.band_dims):
             pad = padding_idx - lo if padding_idx is not None and lo <= padding_idx < hi else None
             self.embeddings.append(nn.Embedding(hi - lo, dim, padding_idx=pad))
-            self.projections.append(nn.Linear(dim, embed_dim, bias=False))
+            # A band as wide as embed_dim needs no projection: it would only reparametrise its rows.
+            self.projections.append(nn.Identity() if dim == embed_dim else nn.Linear(dim, embed_dim, bias=False))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Rows N(0, 1) as nn.Embedding's, and projections that keep that scale:
-        # each output feature is then N(0, 1), as with the plain embedding.
+        # The full-width band's rows are N(0, 1), as nn.Embedding's (the plain embedding's).
+        # A narrower band's rows start as nn.Linear weights do (uniform within dim^-1/2), which
+        # is how an adaptive softmax tail's output matrix starts: tied, the tail starts as an
+        # untied one. Its projection, N(0, 3), keeps each output feature at unit variance.
         for embedding, projection in zip(self.embeddings, self.projections):
             embedding.reset_parameters()
-            nn.init.normal_(projection.weight, std=projection.in_features**-0.5)
+            if isinstance(projection, nn.Identity):
+                continue
+            bound = embedding.embedding_dim**-0.5
+            with torch.no_grad():
+                embedding.weight.uniform_(-bound, bound)
+                if embedding.padding_idx is not None:
+                    embedding.weight[embedding.padding_idx].zero_()
+            nn.init.normal_(projection.weight, std=UNIFORM_TO_UNIT_STD)
 
     def forward(self, tokens: Tensor) -> Tensor:
         flat = tokens.reshape(-1)

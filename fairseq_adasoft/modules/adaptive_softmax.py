@@ -192,7 +192,8 @@ class AdaptiveSoftmax(nn.Module):
     def _tail(self, i: int, x: Tensor) -> Tensor:
         """Tail i logits: rows x d -> rows x cluster_size."""
         if self.tie_proj:  # band i + 1 maps its features to d; the tail maps d to them
-            x = F.linear(x, self.tied_input.projections[i + 1].weight.t())
+            projection = self.tied_input.projections[i + 1]
+            x = F.linear(x, projection.weight.t()) if isinstance(projection, nn.Linear) else x
         h = self.tail[i](x)
         if self.tied_input is not None:
             return F.linear(h, self.tied_input.embeddings[i + 1].weight)
