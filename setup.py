@@ -32,7 +32,8 @@ setup(
         "tensorboard",
     ],
     # matplotlib draws examples/plot_training.py's figures; the tests draw them too. triton runs
-    # --qrnn-kernel triton on GPUs, and the tests run its kernels on CPU through its interpreter.
+    # --qrnn-kernel triton on GPUs, and the tests run its kernels on CPU through its interpreter;
+    # pytest-xdist runs the suite on every core.
     extras_require={"plot": ["matplotlib"], "gpu": ["triton"],
-                    "test": ["pytest", "matplotlib", "triton; platform_system == 'Linux'"]},
+                    "test": ["pytest", "pytest-xdist", "matplotlib", "triton; platform_system == 'Linux'"]},
 )

@@ -11,7 +11,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VENV:-$ROOT/.venv}
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-READY_CHECK="import torch, fairseq, sentencepiece, tensorboard, pytest, matplotlib, fairseq_adasoft, os, sys; \
+READY_CHECK="import torch, fairseq, sentencepiece, tensorboard, pytest, xdist, matplotlib, fairseq_adasoft, os, sys; \
 sys.exit(os.path.dirname(os.path.dirname(fairseq_adasoft.__file__)) != '$ROOT')"
 
 if [ -x "$VENV/bin/python" ] && (cd /tmp && "$VENV/bin/python" -c "$READY_CHECK") 2>/dev/null; then

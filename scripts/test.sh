@@ -6,4 +6,5 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
-exec "$ROOT/.venv/bin/python" -m pytest tests "$@"
+# One worker per core (pytest-xdist); a file's tests stay together, so its fixtures run once.
+exec "$ROOT/.venv/bin/python" -m pytest tests -n auto --dist loadfile "$@"

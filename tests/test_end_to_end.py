@@ -57,7 +57,7 @@ def test_ddp_two_processes(data_bin, tmp_path, ddp_backend):
     save = tmp_path / "ckpt"
     _, single = run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm",
                      *MODEL, *TRAIN, "--max-update", "1", "--no-save"])
-    _, out = run([fairseq_cli("torchrun"), "--nproc_per_node", "2", "-m", "fairseq_adasoft.launch", data_bin,
+    _, out = run([fairseq_cli("torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "fairseq_adasoft.launch", data_bin,
                   "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
                   "--distributed-backend", "gloo", "--max-update", "10", "--save-dir", save,
                   *(["--ddp-backend", ddp_backend] if ddp_backend else [])])

@@ -45,7 +45,7 @@ def test_resume_mid_epoch_continues_the_streams_exactly(data_bin, tmp_path):
 
 def test_ddp_streams_train_and_checkpoint_every_rank_state(data_bin, tmp_path):
     save = tmp_path / "ckpt"
-    _, out = run([fairseq_cli("torchrun"), "--nproc_per_node", "2", "-m", "fairseq_adasoft.launch", data_bin,
+    _, out = run([fairseq_cli("torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "fairseq_adasoft.launch", data_bin,
                   "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN, *STATEFUL, "--batch-size", "2",
                   "--distributed-backend", "gloo", "--max-epoch", "1", "--save-dir", save])
     single = train(data_bin, tmp_path / "single", 1)

@@ -129,29 +129,36 @@ def test_ddp_ranks_follow_rank_0s_clock(tmp_path):
 @pytest.mark.slow
 def test_fairseq_train_decays_over_stop_time_hours_and_resumes_the_clock(data_bin, tmp_path):
     budget_s = 30.0
-    # The schedule's clock starts when fairseq builds the optimizer, about a
-    # second after the guard's (which also counts loading the data), so the last
-    # updates run a little above the end learning rate: 1/30 of the range per second.
-    late = 0.1
     save = tmp_path / "ckpt"
     timed_flags = ["--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
                    "--lr-scheduler", "timed_polynomial_decay", "--end-learning-rate", "0",
                    "--log-interval", "1", "--save-dir", save, "--no-epoch-checkpoints"]
     lr = float(TRAIN[TRAIN.index("--lr") + 1])
+    # The schedule's clock starts when fairseq builds the optimizer, after the guard's
+    # (which also counts loading the data): the last update's lr is the schedule's at its
+    # own clock, a step or so before the checkpoint's: within 8% of the range (2.4 s of 30)
+    # on a busy machine.
+    step_tolerance = 0.08 * lr
+
+    def clocks():
+        state = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+        elapsed = state["optimizer_history"][-1]["lr_scheduler_state"]["elapsed_s"]
+        return elapsed, state["extra_state"]["previous_training_time"]  # fairseq's own training clock
 
     _, out = run([fairseq_cli("fairseq-train"), data_bin, *timed_flags, "--stop-time-hours", str(budget_s / 3600)])
     lrs = train_interval_values(out, "lr")
     assert lrs[0] == pytest.approx(lr, rel=0.05)  # fairseq logs each update's lr after the update
     assert all(b <= a for a, b in zip(lrs, lrs[1:]))
-    assert lrs[-1] < late * lr  # the guard stopped training as the decay ended
-    state = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
-    elapsed = state["optimizer_history"][-1]["lr_scheduler_state"]["elapsed_s"]
-    guard = state["extra_state"]["previous_training_time"]  # fairseq's own training clock
-    assert guard > budget_s and guard - 3 < elapsed <= guard
+    elapsed, guard = clocks()
+    assert guard > budget_s and budget_s / 2 < elapsed <= guard  # the guard stopped it, the schedule nearly done
+    assert lrs[-1] == pytest.approx(lr * (1 - elapsed / budget_s), abs=step_tolerance)
 
     # Resumed with a budget half as long again: the clock goes on from the
-    # checkpoint, so the learning rate carries on from about a third, not from the peak.
+    # checkpoint, so the learning rate carries on from there, not from the peak.
     _, out = run([fairseq_cli("fairseq-train"), data_bin, *timed_flags, "--stop-time-hours", str(1.5 * budget_s / 3600)])
     resumed = train_interval_values(out, "lr")
-    assert 0.1 * lr < resumed[0] < 0.4 * lr
-    assert all(b <= a for a, b in zip(resumed, resumed[1:])) and resumed[-1] < late * lr
+    assert resumed[0] == pytest.approx(lr * (1 - elapsed / (1.5 * budget_s)), abs=step_tolerance)
+    assert all(b <= a for a, b in zip(resumed, resumed[1:]))
+    elapsed, guard = clocks()
+    assert guard > 1.5 * budget_s and resumed[-1] == pytest.approx(lr * (1 - elapsed / (1.5 * budget_s)),
+                                                                  abs=step_tolerance)

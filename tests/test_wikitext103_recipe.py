@@ -57,7 +57,8 @@ def test_wikitext103_recipe_runs_end_to_end_from_a_local_archive(tmp_path):
     assert "33.0 test perplexity" in result["note"] and "published" in result["note"]
     state = torch.load(save_dir / "checkpoint_best.pt", weights_only=False)
     cfg = state["cfg"]["model"]
-    assert cfg["_name"] == "qrnn_lm_wikitext103" and cfg["adaptive_input"] and cfg["tie_adaptive_proj"]
+    assert cfg["_name"] == "qrnn_lm_wikitext103" and cfg["adaptive_input"] and cfg["tie_adaptive_weights"]
+    assert not cfg["tie_adaptive_proj"]  # the tails keep their own projections
     assert cfg["hidden_size"] == 48 and cfg["adaptive_input_factor"] == cfg["adaptive_softmax_div_value"] == 4
     assert any(k.startswith("decoder.embed_tokens.embeddings.2") for k in state["model"])
 

@@ -127,7 +127,8 @@ if [ "$NNODES" -gt 1 ]; then
           --nproc_per_node "$NPROC" -m fairseq_adasoft.launch)
   DIST_FLAGS=(--distributed-backend "$DIST_BACKEND")
 elif [ "$NPROC" -gt 1 ]; then
-  LAUNCH=("$VENV_BIN/torchrun" --nproc_per_node "$NPROC" -m fairseq_adasoft.launch)
+  # --standalone: a free port of its own, so that two jobs on one machine never collide.
+  LAUNCH=("$VENV_BIN/torchrun" --standalone --nproc_per_node "$NPROC" -m fairseq_adasoft.launch)
   DIST_FLAGS=(--distributed-backend "$DIST_BACKEND")
 else
   LAUNCH=("$VENV_BIN/fairseq-train")
