@@ -4,11 +4,13 @@ loop written here."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from fairseq.sequence_scorer import SequenceScorer
 from torch import nn
 
 from fairseq_adasoft.modules import DynamicEvaluation, GradientStatistics, NeuralCache
 from fairseq_adasoft.modules.dynamic_eval import EPSILON
+from fairseq_adasoft.modules.sparse_rows import weight_rows
 from fairseq_setup import SMALL_MODEL, build
 from references import dynamic_eval_update
 
@@ -27,8 +29,22 @@ def test_gradient_statistics_are_root_mean_squares():
     torch.testing.assert_close(rms, torch.stack(grads).square().mean(0).sqrt())
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_steps_follow_the_formula_with_lazy_rows_and_16_bit_weights(dtype):
+def test_tied_rows_with_a_sparse_gradient_give_the_dense_one():
+    torch.manual_seed(0)
+    weight = nn.Parameter(torch.randn(30, 4))
+    x, tokens = torch.randn(5, 4), torch.tensor([3, 3, 17, 29])
+    grads = []
+    for sparse in (False, True):
+        weight.grad = None
+        loss = F.linear(x, weight_rows(weight, 2, 9, sparse)).logsumexp(1).sum()
+        (loss + F.embedding(tokens, weight, sparse=sparse).pow(2).sum()).backward()
+        assert weight.grad.is_sparse == sparse
+        grads.append(weight.grad.to_dense())
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype,sparse", [(torch.float32, False), (torch.bfloat16, False), (torch.float32, True)])
+def test_steps_follow_the_formula_with_lazy_rows_and_16_bit_weights(dtype, sparse):
     torch.manual_seed(0)
     embedding = nn.Parameter(torch.randn(12, 4).to(dtype))
     dense = nn.Parameter(torch.randn(5, 3).to(dtype))
@@ -45,6 +61,8 @@ def test_steps_follow_the_formula_with_lazy_rows_and_16_bit_weights(dtype):
         grads = [torch.zeros(12, 4), torch.randn(5, 3)]
         grads[0][rows] = torch.randn(len(rows), 4)
         embedding.grad, dense.grad = grads[0].to(dtype), grads[1].to(dtype)
+        if sparse:  # as nn.Embedding(sparse=True) and weight_rows give it
+            embedding.grad = embedding.grad.to_sparse()
         dyn.step()
         expected = [dynamic_eval_update(e, t, g.to(dtype).float(), r, rms, LR, 5.0, EPSILON)
                     for e, t, g, r in zip(expected, trained, grads, rms)]

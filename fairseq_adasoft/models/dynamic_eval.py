@@ -119,6 +119,10 @@ class DynamicEvalDecoder:
             rms = self._gather_statistics(params)
             kept.write(rms)
         lazy = [p for p in [self._lazy_embedding()] if p is not None]
+        if lazy:  # a step reads few of its rows: their gradient need not be V x d
+            self.embed_tokens.sparse = True
+            if self.adaptive_softmax is not None:
+                self.adaptive_softmax.sparse_tied_rows = True
         return DynamicEvaluation(params, rms, setup.lr, setup.decay, lazy_rows=lazy)
 
     def _gather_statistics(self, params: List[nn.Parameter]) -> List[Tensor]:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from .cutoffs import band_dim, validate_cutoffs
 from .lazy_log_probs import LazyLogProbs
 from .precision import accumulation_dtype, upcast
+from .sparse_rows import weight_rows
 
 
 def check_tied_input(tied_input: nn.Module, cutoffs: Sequence[int], input_dim: int, div_value: float) -> None:
@@ -152,6 +153,8 @@ class AdaptiveSoftmax(nn.Module):
         if tied_input is not None:
             check_tied_input(tied_input, self.cutoffs, input_dim, div_value)
         self.tied_weight = tied_weight
+        # The tied rows' gradient as a sparse tensor of the embedding's shape (dynamic evaluation).
+        self.sparse_tied_rows = False
         self.tied_input = tied_input
         self.tie_proj = tie_proj
         if tied_weight is None and tied_input is None:
@@ -184,7 +187,7 @@ class AdaptiveSoftmax(nn.Module):
         if self.tied_input is not None:
             shortlist = F.linear(x, self.tied_input.embeddings[0].weight)  # N x s
         elif self.tied_weight is not None:
-            shortlist = F.linear(x, self.tied_weight[: self.shortlist_size])  # N x s
+            shortlist = F.linear(x, weight_rows(self.tied_weight, 0, self.shortlist_size, self.sparse_tied_rows))
         else:
             return self.head(x)
         return torch.cat([shortlist, self.head_clusters(x).to(shortlist.dtype)], dim=1)
@@ -198,7 +201,7 @@ class AdaptiveSoftmax(nn.Module):
         if self.tied_input is not None:
             return F.linear(h, self.tied_input.embeddings[i + 1].weight)
         if self.tail_tied[i]:
-            return F.linear(h, self.tied_weight[self.cutoffs[i] : self.cutoffs[i + 1]])
+            return F.linear(h, weight_rows(self.tied_weight, self.cutoffs[i], self.cutoffs[i + 1], self.sparse_tied_rows))
         return h
 
     def tied_weight_rows(self) -> Tensor:

@@ -115,7 +115,7 @@ class DynamicEvaluation:
             if i in self.lazy:
                 rows = torch.cat(self.lazy[i]).unique() if self.lazy[i] else self.row_step[i][:0]
                 self.lazy[i] = []
-                grad = None if p.grad is None else p.grad[rows].float()
+                grad = None if p.grad is None else _rows_of(p.grad, rows).float()
                 self._update(w, t, grad, i, rows)
                 self.row_step[i][rows] = self.steps + 1
                 self._publish(i, rows)
@@ -152,3 +152,8 @@ class DynamicEvaluation:
                 return i
         raise ValueError("read_rows: that parameter was not given as lazy_rows")
 
+
+
+def _rows_of(grad: Tensor, rows: Tensor) -> Tensor:
+    """Rows of a dense or sparse (COO, as ``nn.Embedding(sparse=True)`` gives) gradient, dense."""
+    return grad.index_select(0, rows).to_dense() if grad.is_sparse else grad[rows]

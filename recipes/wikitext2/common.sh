@@ -48,6 +48,6 @@ phase() {  # phase NAME COMMAND...: run it and keep its wall time in PHASES
   PHASES+=("$name=$((SECONDS - start))")
 }
 
-# glibc's malloc otherwise hands large activations back to the OS after every
-# training step and maps them again on the next.
+# glibc's malloc otherwise hands large activations (and dynamic evaluation's
+# gradients) back to the OS after every step and maps them again on the next.
 cpu_malloc_settings() { export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000; }

@@ -92,7 +92,7 @@ if fresh && [ -n "$(read_ppl)" ]; then
   exit 0
 fi
 DEVICE_FLAGS=()
-has_cuda || DEVICE_FLAGS=(--cpu)
+has_cuda || { DEVICE_FLAGS=(--cpu); cpu_malloc_settings; }
 
 cd "$ROOT"
 "$VENV_BIN/fairseq-eval-lm" "$DATA_BIN" \
