@@ -5,7 +5,8 @@ file through ``Results.get``. Run ``python -m benchmarks.report`` after a change
 """
 
 from benchmarks.report import (
-    COMMAND, PUBLISHED_AWD_QRNN, Results, code, f2, machine, minutes, n0, protocol_ppl, table, three, x2,
+    COMMAND, PUBLISHED_AWD_QRNN, Results, code, dynamic_scoring_time, f2, machine, minutes, n0, protocol_ppl, table,
+    three, x2,
 )
 
 HOUR_RUNS = [  # (file name, label) of the main job's runs, newest configuration first
@@ -180,7 +181,7 @@ def dynamic_table(r: Results) -> str:
         best = r.get(p, "dynamic", "tuning", "best")
         rows.append([label, machine(r, p), " / ".join(f2(t["perplexity"]) for t in test.values()),
                      f"{100 * (1 - test['dynamic']['perplexity'] / test['classic']['perplexity']):.1f}%",
-                     minutes(test["dynamic"]["seconds"]), f"{best['lr']:g}, {best['decay']:g}", code(p)])
+                     dynamic_scoring_time(test["dynamic"]), f"{best['lr']:g}, {best['decay']:g}", code(p)])
     published = "; ".join(f"{model} {before} -> {after} ({source})" for model, before, after, source in PUBLISHED_DYNAMIC)
     return "\n".join([
         table(["checkpoint", "machine", "test: classic / cache / dynamic / dynamic + cache", "dynamic below classic",

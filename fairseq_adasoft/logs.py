@@ -14,6 +14,9 @@ from fairseq_adasoft.provenance import spread
 EVAL_RE = re.compile(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.]+)")
 # fairseq-eval-lm's other result line: tokens scored, seconds, tokens/s.
 EVALUATED_RE = re.compile(r"Evaluated ([0-9,]+) tokens in ([0-9.]+)s \(([0-9.]+) tokens/s\)")
+# models/dynamic_eval.py's log lines: the statistics gathered in this run, or read from a kept file.
+STATISTICS_GATHERED_RE = re.compile(r"--dynamic-eval: gradient statistics from \d+ training batches \((\d+) tokens\) in ([\d.]+) s")
+STATISTICS_READ_RE = re.compile(r"--dynamic-eval: gradient statistics read from (\S+)")
 
 # Setting name -> (config group, key) in a checkpoint's fairseq config.
 SETTINGS = {
@@ -72,6 +75,11 @@ def read_eval(path: str) -> dict:
     loss, ppl = found[-1]
     timed = EVALUATED_RE.findall(text)
     seconds = {"seconds": float(timed[-1][1])} if timed else {}  # fairseq's scoring time, the model loaded
+    gathered, read = STATISTICS_GATHERED_RE.findall(text), STATISTICS_READ_RE.findall(text)
+    if gathered:  # inside fairseq's scoring time: the first batch gathers them
+        seconds["dynamic_eval_statistics"] = {"gathered_s": float(gathered[-1][1]), "tokens": int(gathered[-1][0])}
+    elif read:
+        seconds["dynamic_eval_statistics"] = {"read_from": read[-1]}
     return {"loss_base2": float(loss), "perplexity": float(ppl), **seconds}
 
 

@@ -195,6 +195,10 @@ def test_compare_recipe_trains_both_softmaxes_alike_and_records_them(data_bin, t
         assert f"'dynamic_eval': True, 'dynamic_eval_lr': {tuned['lr']}, 'dynamic_eval_decay': {tuned['decay']}" in log
         assert ("'neural_cache_size': 0," in log) == (protocol == "dynamic")
     assert protocols["dynamic"]["test"]["seconds"] > 0
+    # The evaluations read the statistics the tuner gathered and kept beside the checkpoint.
+    kept = str(save_dir / "dynamic_eval_stats.pt")
+    assert protocols["dynamic"]["tuning"]["statistics_file"] == kept
+    assert protocols["dynamic"]["test"]["dynamic_eval_statistics"] == {"read_from": kept}
     assert {g["goal"]: g["met"] for g in protocols["goals"] if "protocol" not in g}.keys() == {
         "dynamic evaluation's test perplexity >= 25% below the static classic one",
         "dynamic evaluation with the cache below both alone", "test scored with dynamic evaluation in <= 15 min"}
