@@ -74,13 +74,13 @@ def read_eval(path: str) -> dict:
         raise ValueError(f"{path} holds no fairseq-eval-lm result line")
     loss, ppl = found[-1]
     timed = EVALUATED_RE.findall(text)
-    seconds = {"seconds": float(timed[-1][1])} if timed else {}  # fairseq's scoring time, the model loaded
+    extra = {"seconds": float(timed[-1][1])} if timed else {}  # fairseq's scoring time, the model loaded
     gathered, read = STATISTICS_GATHERED_RE.findall(text), STATISTICS_READ_RE.findall(text)
     if gathered:  # inside fairseq's scoring time: the first batch gathers them
-        seconds["dynamic_eval_statistics"] = {"gathered_s": float(gathered[-1][1]), "tokens": int(gathered[-1][0])}
+        extra["dynamic_eval_statistics"] = {"gathered_s": float(gathered[-1][1]), "tokens": int(gathered[-1][0])}
     elif read:
-        seconds["dynamic_eval_statistics"] = {"read_from": read[-1]}
-    return {"loss_base2": float(loss), "perplexity": float(ppl), **seconds}
+        extra["dynamic_eval_statistics"] = {"read_from": read[-1]}
+    return {"loss_base2": float(loss), "perplexity": float(ppl), **extra}
 
 
 def read_train_log(path: str) -> dict:

@@ -100,12 +100,9 @@ class FreqSortedLanguageModelingConfig(LanguageModelingConfig):
                   "dynamic evaluation's steps (default: the whole training split, as Krause et al.; "
                   "--dynamic-eval-stats-file keeps them)"},
     )
-    dynamic_eval_stats_file: str = field(
-        default="",
-        metadata={"help": "keep dynamic evaluation's gradient statistics in this file: read when it exists (it "
-                  "must hold those of these weights and statistics flags), else gathered and written; "
-                  "empty: gathered at every run"},
-    )
+    dynamic_eval_stats_file: str = field(default="", metadata={
+        "help": "keep dynamic evaluation's gradient statistics in this file: read when it exists (it must hold "
+                "those of these weights and statistics flags), else gathered and written; empty: gathered at every run"})
     # fairseq's flags the task reads: which split is trained on (every other is
     # scored in full) and the precision, which fairseq checks only after the model is built.
     train_subset: str = II("dataset.train_subset")
