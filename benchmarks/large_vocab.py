@@ -16,7 +16,8 @@ cutoffs 2800,20000,76000) and on WikiText-2 (V = 33,280, the seed's cutoffs):
            under 2-process gloo DDP (torchrun + fairseq_adasoft.launch, one
            thread each, the same global batch);
   steps:   where a step's time goes, forward / backward / gradient all-reduce /
-           optimizer (benchmarks.step_breakdown), and the parameters,
+           optimizer (benchmarks.step_breakdown, in a child process with the
+           runs' malloc settings), and the parameters,
            gradients and Adam states of the input and output layers;
   quality: WikiText-2 only, (a) and (c) trained the same number of updates
            (the main job's flags), validation perplexity.
@@ -126,10 +127,11 @@ def main(argv=None) -> dict:
         runs = payload["speed"][corpus] = {}
         for variant, (_, flags) in VARIANTS.items():
             flags = [*model_flags(corpus, args.quick), *flags]
-            payload["steps"].setdefault(corpus, {})[variant] = step_breakdown.measure(data, [*COMMON, *BATCH, *flags])
+            os.makedirs(os.path.join(work, "large_vocab"), exist_ok=True)
+            payload["steps"].setdefault(corpus, {})[variant] = step_breakdown.measure_in_child(
+                data, [*COMMON, *BATCH, *flags], os.path.join(work, "large_vocab", f"{corpus}-{variant}-steps.json"))
             for mode in ("one_process", "ddp_2_gloo"):
                 log = os.path.join(work, "large_vocab", f"{corpus}-{variant}-{mode}.log")
-                os.makedirs(os.path.dirname(log), exist_ok=True)
                 runs.setdefault(variant, {})[mode] = train_speed(data, flags, updates, log, mode != "one_process")
                 print(f"{corpus:9s} ({variant}) {mode:11s} {runs[variant][mode]['words_per_s']['median']:8.0f} words/s "
                       f"peak RSS {runs[variant][mode]['peak_rss_mb']:6.0f} MB", flush=True)

@@ -154,8 +154,8 @@ def large_vocab_table(r: Results) -> str:
         f"{r.get(n, 'model')}; fairseq-train words/s (largest process's peak RSS), one process and 2-process gloo DDP "
         "at the same global batch; the parameters, what training keeps for the input and output layers (fp32 weights, "
         "gradients and Adam's moments), and the share of a one-process step in forward / backward / a 2-process "
-        "all-reduce of its gradients / the optimizer (timed in the benchmark's own process, without the fairseq-train "
-        "runs' malloc settings, so fresh gradient and Adam buffers page-fault there). "
+        "all-reduce of its gradients / the optimizer (timed in a process of its own with the fairseq-train runs' malloc "
+        "settings). "
         "How it works: [large-vocabularies.md](large-vocabularies.md).", "",
         table(["corpus", "variant", "words/s, 1 process", "words/s, DDP 2 x gloo", "parameters",
                "input + output layers' training state", "forward / backward / all-reduce / optimizer"], rows), "",

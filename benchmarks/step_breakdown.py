@@ -4,9 +4,16 @@ and the update), and the gradient all-reduce of 2-process gloo DDP, timed on
 the gradients' own sizes in DistributedDataParallel's 25 MB buckets between
 two fresh processes. Also the parameters of the input and output layers and
 what training keeps for them (parameters, gradients, Adam's two moments).
-Used by benchmarks.large_vocab."""
+Used by benchmarks.large_vocab, which runs it in a child process with the
+fairseq-train runs' malloc settings (glibc reads them only at start-up):
 
+    python -m benchmarks.step_breakdown OUT.json DATA [fairseq-train flags ...]
+"""
+
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -14,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from benchmarks.common import spread
+from benchmarks.common import MALLOC_ENV, spread
 
 DDP_BUCKET_BYTES = 25 * 2**20  # DistributedDataParallel's bucket_cap_mb default
 REPEATS = 3
@@ -108,3 +115,19 @@ def measure(data: str, flags: list) -> dict:
     return {"ms": ms, "share_of_median": {k: round(m["median"] / total, 3) for k, m in ms.items()},
             "parameters": sum(p.numel() for p in unique_params(model)), "input_output_layers": io_layers(model),
             "tokens_per_step": int(sample["ntokens"])}
+
+
+def measure_in_child(data: str, flags: list, out: str) -> dict:
+    """``measure`` in a fresh process with the fairseq-train runs' malloc settings, so a
+    step's fresh gradient and Adam buffers reuse freed memory as they do in training."""
+    cmd = [sys.executable, "-m", "benchmarks.step_breakdown", out, data, *flags]
+    r = subprocess.run(cmd, env=dict(os.environ, **MALLOC_ENV), capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+    with open(out) as f:
+        return json.load(f)
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1], "w") as f:
+        json.dump(measure(sys.argv[2], sys.argv[3:]), f, indent=1)
