@@ -52,12 +52,12 @@ COMMON = ["--user-dir", PLUGIN_DIR, "--task", "language_modeling_freqsorted", "-
           "--criterion", "adaptive_softmax", "--optimizer", "adam", "--lr", "0.002", "--clip-norm", "0.25",
           "--cpu", "--seed", "1", "--log-format", "json", "--num-workers", "0"]
 SPEED = ["--disable-validation", "--no-save", "--log-interval", "5"]
-SPEED_UPDATES, QUICK_UPDATES = 25, 10
+SPEED_UPDATES, QUICK_UPDATES = 50, 10  # fairseq logs every 5 updates: the median of 9 intervals
 # Quality: the main job's training flags and learning rate, decayed over QUALITY_UPDATES.
 QUALITY_UPDATES = 600  # about one epoch of WikiText-2 at the main job's batch
-QUALITY = ["--stateful-bptt", "--lr", str(MAIN_JOB["lr"]), "--lr-scheduler", "polynomial_decay",
-           "--warmup-updates", "100", "--end-learning-rate", "0.0001", "--no-epoch-checkpoints",
-           "--log-interval", "100"]
+# --no-save: a run never resumes an earlier one's checkpoint (of other flags, or already finished).
+QUALITY = ["--no-save", "--stateful-bptt", "--lr", str(MAIN_JOB["lr"]), "--lr-scheduler", "polynomial_decay",
+           "--warmup-updates", "100", "--end-learning-rate", "0.0001", "--log-interval", "100"]
 
 
 def model_flags(corpus: str, quick: bool) -> list:
@@ -89,10 +89,9 @@ def train_speed(data: str, flags: list, updates: int, log: str, ddp: bool) -> di
             "command": " ".join(cmd).replace(ROOT + os.sep, "")}
 
 
-def valid_perplexity(data: str, flags: list, updates: int, save_dir: str) -> dict:
+def valid_perplexity(data: str, flags: list, updates: int, log: str) -> dict:
     cmd = [os.path.join(BIN, "fairseq-train"), data, *COMMON, *QUALITY, *BATCH, *flags, "--max-update", str(updates),
-           "--total-num-update", str(updates), "--save-dir", save_dir]
-    log = os.path.join(save_dir + ".log")
+           "--total-num-update", str(updates)]
     r = run_child(cmd, log, env=dict(os.environ, **MALLOC_ENV))
     records = list(json_records(open(log).read().splitlines()))
     valid = [rec for rec in records if "valid_ppl" in rec]
@@ -140,7 +139,7 @@ def main(argv=None) -> dict:
         flags = [*model_flags("wikitext2", args.quick), *VARIANTS[variant][1]]
         quality[variant] = valid_perplexity(zipf_corpus.benchmark_corpus("wikitext2", work, args.quick, DATA), flags,
                                             QUICK_UPDATES if args.quick else QUALITY_UPDATES,
-                                            os.path.join(work, "large_vocab", f"quality-{variant}"))
+                                            os.path.join(work, "large_vocab", f"quality-{variant}.log"))
         print(f"wikitext2 ({variant}) valid ppl {quality[variant]['valid_ppl']:.2f}", flush=True)
     payload["quality_wikitext2"] = quality
     payload["derived"] = derive(payload)
