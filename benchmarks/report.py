@@ -179,7 +179,9 @@ def readme_results(r: Results) -> str:
         ["adaptive input vs plain embedding, V = 267,744",
          f"{x2(r.get(lv, 'derived', 'zipf_b_over_a_one_process'))} the training words/s "
          f"({x2(r.get(lv, 'derived', 'zipf_b_over_a_ddp'))} under 2-process DDP), "
-         f"{x2(r.get(lv, 'derived', 'zipf_io_train_state_a_over_b'))} less training state in the input and output layers",
+         f"{x2(r.get(lv, 'derived', 'zipf_io_train_state_a_over_b'))} less training state in the input and output layers; "
+         f"tied, at V = 33,280: validation perplexity {100 * r.get(lv, 'derived', 'wikitext2_c_valid_ppl_gap'):+.1f}% "
+         f"against the plain embedding's at equal updates",
          machine(r, lv), code(lv)],
         ["published: the seed, adaptive vs full softmax",
          f"test {seed['adaptive']['test_ppl']} vs {seed['full']['test_ppl']}, "

@@ -8,6 +8,7 @@ from benchmarks.report import (
     COMMAND, PUBLISHED_AWD_QRNN, Results, code, dynamic_scoring_time, f2, machine, minutes, n0, protocol_ppl, table,
     three, x2,
 )
+from benchmarks.report_large_vocab import large_vocab_table
 
 HOUR_RUNS = [  # (file name, label) of the main job's runs, newest configuration first
     ("wikitext2_main_bf16_timed", "`run.sh`, bf16 CPU"),
@@ -129,40 +130,6 @@ def eval_lm_table(r: Results) -> str:
         "How it works: [scoring.md](scoring.md).", "",
         table(["corpus", "protocol"] + [label for _, label in EVAL_VARIANTS] + ["(b) / (a)", "perplexity (b), vs (a)"], rows), "",
         "The issue's goals, as the file judges them:", "", *goals,
-    ])
-
-
-LARGE_VOCAB_VARIANTS = [("a", "(a) plain embedding"), ("b", "(b) adaptive input"), ("c", "(c) adaptive input, tied")]
-LARGE_VOCAB_CORPORA = [("zipf", "Zipf, V = 267,744"), ("wikitext2", "WikiText-2, V = 33,280")]
-
-
-def large_vocab_table(r: Results) -> str:
-    n = "large_vocab"
-    rows = []
-    for corpus, label in LARGE_VOCAB_CORPORA:
-        for v, name in LARGE_VOCAB_VARIANTS:
-            speed, steps = r.get(n, "speed", corpus, v), r.get(n, "steps", corpus, v)
-            share = steps["share_of_median"]
-            rows.append([label, name] + [f"{n0(speed[m]['words_per_s']['median'])} ({n0(speed[m]['peak_rss_mb'])} MB)"
-                                         for m in ("one_process", "ddp_2_gloo")]
-                        + [f"{steps['parameters'] / 1e6:.1f}M", f"{steps['input_output_layers']['train_state_bytes'] / 2**20:,.0f} MB",
-                           " / ".join(f"{100 * share[k]:.0f}%" for k in ("forward", "backward", "all_reduce_2_gloo", "optimizer"))])
-    q = r.get(n, "quality_wikitext2")
-    goals = [f"- `{goal}`: {'met' if met else '**not met**'}" for goal, met in r.get(n, "derived", "goals").items()]
-    return "\n".join([
-        f"### Large vocabularies: adaptive input (`python -m benchmarks.large_vocab`, {code(n)}, {machine(r, n)})", "",
-        f"{r.get(n, 'model')}; fairseq-train words/s (largest process's peak RSS), one process and 2-process gloo DDP "
-        "at the same global batch; the parameters, what training keeps for the input and output layers (fp32 weights, "
-        "gradients and Adam's moments), and the share of a one-process step in forward / backward / a 2-process "
-        "all-reduce of its gradients / the optimizer (timed in a process of its own with the fairseq-train runs' malloc "
-        "settings). "
-        "How it works: [large-vocabularies.md](large-vocabularies.md).", "",
-        table(["corpus", "variant", "words/s, 1 process", "words/s, DDP 2 x gloo", "parameters",
-               "input + output layers' training state", "forward / backward / all-reduce / optimizer"], rows), "",
-        f"WikiText-2 validation perplexity after {q['a']['updates']} updates of the main job's flags: "
-        f"(a) {f2(q['a']['valid_ppl'])}, (c) {f2(q['c']['valid_ppl'])} "
-        f"({100 * r.get(n, 'derived', 'wikitext2_c_valid_ppl_gap'):+.1f}%). The goals, as the file judges them:", "",
-        *goals,
     ])
 
 

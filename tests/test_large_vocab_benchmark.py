@@ -3,6 +3,8 @@ the input/output-layer accounting, and the ratios and goals it derives."""
 
 import json
 
+import pytest
+
 from benchmarks import large_vocab, step_breakdown
 from fairseq_setup import SMALL_MODEL, build
 
@@ -38,3 +40,32 @@ def test_derived_ratios_and_goals():
     assert d["goals"] == {"zipf_b_at_least_1.3x_a_one_process": True, "zipf_b_at_least_1.5x_a_ddp": False,
                           "zipf_io_train_state_at_least_5x_smaller": True, "wikitext2_c_valid_ppl_within_3%": True,
                           "wikitext2_c_not_slower": True}
+
+
+def test_the_one_process_bound_is_what_a_spends_beyond_b_over_the_goals_margin(tmp_path):
+    from benchmarks.report import Results
+    from benchmarks.report_large_vocab import one_process_bound
+
+    steps = {v: {"ms": {k: {"median": ms} for k, ms in zip(("forward", "backward", "optimizer"), phases)}}
+             for v, phases in (("a", (700, 1400, 600)), ("b", (720, 1330, 50)))}
+    goals = {f"zipf_b_at_least_{large_vocab.ONE_PROCESS_GOAL:g}x_a_one_process": False, "wikitext2_c_not_slower": True}
+    (tmp_path / "large_vocab.json").write_text(json.dumps({"steps": {"zipf": steps}, "derived": {"goals": goals}}))
+    text = one_process_bound(Results(tmp_path))
+    # (a) 2,700 ms, (b) 2,100 ms: 600 ms more, 550 of it in the optimizer; 600 / 0.3 = 2,000 ms.
+    assert "(a)'s step takes 2,700 ms and (b)'s 2,100 ms" in text
+    assert "600 ms more per step, 550 ms of it in the optimizer" in text
+    assert "within 2,000 ms" in text
+
+
+@pytest.mark.slow
+def test_side_by_side_runs_each_pair_in_turn_and_judges_the_ratio_of_all_intervals():
+    out = large_vocab.main(["--quick", "--side-by-side", "2"])
+    for corpus, pair in large_vocab.SIDE_BY_SIDE.items():
+        result = out[corpus]
+        assert result["pair"] == list(pair)
+        assert all(len(result["run_medians"][v]) == 2 for v in pair)
+        wps = {v: result["words_per_s"][v]["median"] for v in pair}
+        assert result["ratio"] == large_vocab.ratio(wps[pair[1]], wps[pair[0]])
+        # Runs of equal length: the median of all intervals lies between the runs' medians.
+        assert all(min(result["run_medians"][v]) <= wps[v] <= max(result["run_medians"][v]) for v in pair)
+    assert out["goals"]["wikitext2_c_not_slower"] == (out["wikitext2"]["ratio"] >= 1.0)

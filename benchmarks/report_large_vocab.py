@@ -1,0 +1,72 @@
+"""The large-vocabulary table of docs/results.md (``python -m benchmarks.large_vocab``'s
+file), and where its one-process gain stops."""
+
+import re
+
+from benchmarks.report import Results, code, f2, machine, n0, table
+
+# The one-process goal as the results file names it (benchmarks.large_vocab.derive).
+ONE_PROCESS_GOAL_KEY = re.compile(r"zipf_b_at_least_([0-9.]+)x_a_one_process")
+
+LARGE_VOCAB_VARIANTS = [("a", "(a) plain embedding"), ("b", "(b) adaptive input"), ("c", "(c) adaptive input, tied")]
+LARGE_VOCAB_CORPORA = [("zipf", "Zipf, V = 267,744"), ("wikitext2", "WikiText-2, V = 33,280")]
+
+
+def large_vocab_table(r: Results) -> str:
+    n = "large_vocab"
+    rows = []
+    for corpus, label in LARGE_VOCAB_CORPORA:
+        for v, name in LARGE_VOCAB_VARIANTS:
+            speed, steps = r.get(n, "speed", corpus, v), r.get(n, "steps", corpus, v)
+            share = steps["share_of_median"]
+            rows.append([label, name] + [f"{n0(speed[m]['words_per_s']['median'])} ({n0(speed[m]['peak_rss_mb'])} MB)"
+                                         for m in ("one_process", "ddp_2_gloo")]
+                        + [f"{steps['parameters'] / 1e6:.1f}M", f"{steps['input_output_layers']['train_state_bytes'] / 2**20:,.0f} MB",
+                           " / ".join(f"{100 * share[k]:.0f}%" for k in ("forward", "backward", "all_reduce_2_gloo", "optimizer"))])
+    q = r.get(n, "quality_wikitext2")
+    goals = [f"- `{goal}`: {'met' if met else '**not met**'}" for goal, met in r.get(n, "derived", "goals").items()]
+    return "\n".join([
+        f"### Large vocabularies: adaptive input (`python -m benchmarks.large_vocab`, {code(n)}, {machine(r, n)})", "",
+        f"{r.get(n, 'model')}; fairseq-train words/s (largest process's peak RSS), one process and 2-process gloo DDP "
+        "at the same global batch; the parameters, what training keeps for the input and output layers (fp32 weights, "
+        "gradients and Adam's moments), and the share of a one-process step in forward / backward / a 2-process "
+        "all-reduce of its gradients / the optimizer (timed in a process of its own with the fairseq-train runs' malloc "
+        "settings). "
+        "How it works: [large-vocabularies.md](large-vocabularies.md).", "",
+        table(["corpus", "variant", "words/s, 1 process", "words/s, DDP 2 x gloo", "parameters",
+               "input + output layers' training state", "forward / backward / all-reduce / optimizer"], rows), "",
+        f"WikiText-2 validation perplexity after {q['a']['updates']} updates of the main job's flags: "
+        f"(a) {f2(q['a']['valid_ppl'])}, (c) {f2(q['c']['valid_ppl'])} "
+        f"({100 * r.get(n, 'derived', 'wikitext2_c_valid_ppl_gap'):+.1f}%). The goals, as the file judges them:", "",
+        *goals, "", side_by_side(r), "", one_process_bound(r),
+    ])
+
+
+def side_by_side(r: Results) -> str:
+    """The one-process speed goals' pairs run in turn (``--side-by-side N``), and the goals as that file judges them."""
+    n = "large_vocab_side_by_side"
+    pairs = []
+    for corpus, label in LARGE_VOCAB_CORPORA:
+        a, b = r.get(n, corpus, "pair")
+        runs = r.get(n, corpus, "run_medians")
+        pairs.append(f"({b}) / ({a}) at {label}: {r.get(n, corpus, 'ratio'):.3f} (runs of ({a}): "
+                     f"{', '.join(n0(x) for x in runs[a])} words/s; of ({b}): {', '.join(n0(x) for x in runs[b])})")
+    goals = ", ".join(f"`{goal}` {'met' if met else '**not met**'}" for goal, met in r.get(n, "goals").items())
+    return (f"The same one-process runs, each pair in turn {len(runs[a])} times so that a drift in the machine's "
+            f"speed reaches both alike ({code(n)}, {machine(r, n)}; the ratio of the medians over all logged "
+            f"intervals): {'; '.join(pairs)}. As that file judges them: {goals}.")
+
+
+def one_process_bound(r: Results) -> str:
+    """How fast (b)'s one-process step would have to be for the goal, given what (a) spends beyond it."""
+    step = {v: {k: r.get("large_vocab", "steps", "zipf", v, "ms", k, "median") for k in ("forward", "backward", "optimizer")}
+            for v in "ab"}
+    total = {v: sum(ms.values()) for v, ms in step.items()}
+    extra = total["a"] - total["b"]
+    goal = next(float(m.group(1)) for m in map(ONE_PROCESS_GOAL_KEY.fullmatch, r.get("large_vocab", "derived", "goals")) if m)
+    return (f"Where the one-process gain stops: at V = 267,744 (a)'s step takes {n0(total['a'])} ms and (b)'s "
+            f"{n0(total['b'])} ms. The plain embedding costs (a) {n0(extra)} ms more per step, "
+            f"{n0(step['a']['optimizer'] - step['b']['optimizer'])} ms of it in the optimizer, and that is all adaptive "
+            f"input saves: {goal:g}x would need (b)'s whole step within {n0(extra / (goal - 1))} ms. "
+            "The rest of the step, the QRNN and the adaptive softmax, is the same in both and sets the ratio "
+            "(under DDP the embedding's gradient all-reduce adds to (a)'s side).")
