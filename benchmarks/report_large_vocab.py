@@ -59,14 +59,15 @@ def side_by_side(r: Results) -> str:
 
 def one_process_bound(r: Results) -> str:
     """How fast (b)'s one-process step would have to be for the goal, given what (a) spends beyond it."""
-    step = {v: {k: r.get("large_vocab", "steps", "zipf", v, "ms", k, "median") for k in ("forward", "backward", "optimizer")}
-            for v in "ab"}
-    total = {v: sum(ms.values()) for v, ms in step.items()}
-    extra = total["a"] - total["b"]
-    goal = next(float(m.group(1)) for m in map(ONE_PROCESS_GOAL_KEY.fullmatch, r.get("large_vocab", "derived", "goals")) if m)
-    return (f"Where the one-process gain stops: at V = 267,744 (a)'s step takes {n0(total['a'])} ms and (b)'s "
-            f"{n0(total['b'])} ms. The plain embedding costs (a) {n0(extra)} ms more per step, "
-            f"{n0(step['a']['optimizer'] - step['b']['optimizer'])} ms of it in the optimizer, and that is all adaptive "
-            f"input saves: {goal:g}x would need (b)'s whole step within {n0(extra / (goal - 1))} ms. "
-            "The rest of the step, the QRNN and the adaptive softmax, is the same in both and sets the ratio "
-            "(under DDP the embedding's gradient all-reduce adds to (a)'s side).")
+    n = "large_vocab"
+    ms = {v: 1000 * r.get(n, "steps", "zipf", v, "tokens_per_step")
+          / r.get(n, "speed", "zipf", v, "one_process", "words_per_s", "median") for v in "ab"}
+    optimizer = {v: r.get(n, "steps", "zipf", v, "ms", "optimizer", "median") for v in "ab"}
+    extra = ms["a"] - ms["b"]
+    goal = next(float(m.group(1)) for m in map(ONE_PROCESS_GOAL_KEY.fullmatch, r.get(n, "derived", "goals")) if m)
+    return (f"Where the one-process gain comes from: at V = 267,744 a fairseq-train step (tokens per step over "
+            f"words/s) takes {n0(ms['a'])} ms with (a) and {n0(ms['b'])} ms with (b). Adaptive input saves the "
+            f"plain embedding's {n0(extra)} ms (the breakdown puts {n0(optimizer['a'] - optimizer['b'])} ms of "
+            f"(a)'s extra in the optimizer) and nothing of the QRNN's or the adaptive softmax's work, which both "
+            f"run: for {goal:g}x, with the same saving, (b)'s step would have to take at most "
+            f"{n0(extra / (goal - 1))} ms.")
