@@ -116,8 +116,9 @@ def side_by_side(work: str, quick: bool, repeats: int) -> dict:
         out[corpus] = {"pair": list(pair), "words_per_s": wps, "run_medians": medians,
                        "ratio": ratio(wps[pair[1]]["median"], wps[pair[0]]["median"]),
                        "command": run["command"]}
-    out["goals"] = {f"zipf_b_at_least_{ONE_PROCESS_GOAL:g}x_a_one_process": out["zipf"]["ratio"] >= ONE_PROCESS_GOAL,
-                    "wikitext2_c_not_slower": out["wikitext2"]["ratio"] >= 1.0}
+    (za, zb), (wa, wc) = ([out[c]["words_per_s"][v]["median"] for v in pair] for c, pair in SIDE_BY_SIDE.items())
+    out["goals"] = {f"zipf_b_at_least_{ONE_PROCESS_GOAL:g}x_a_one_process": zb >= ONE_PROCESS_GOAL * za,
+                    "wikitext2_c_not_slower": wc >= wa}
     return out
 
 
@@ -196,20 +197,22 @@ def derive(p: dict) -> dict:
            for c, runs in p["speed"].items()}
     layers = {v: p["steps"]["zipf"][v]["input_output_layers"]["train_state_bytes"] for v in VARIANTS}
     q = p["quality_wikitext2"]
-    derived = {
-        "zipf_b_over_a_one_process": ratio(wps["zipf"]["b"]["one_process"], wps["zipf"]["a"]["one_process"]),
-        "zipf_b_over_a_ddp": ratio(wps["zipf"]["b"]["ddp_2_gloo"], wps["zipf"]["a"]["ddp_2_gloo"]),
-        "zipf_io_train_state_a_over_b": ratio(layers["a"], layers["b"]),
-        "zipf_io_train_state_a_over_c": ratio(layers["a"], layers["c"]),
-        "wikitext2_c_over_a_one_process": ratio(wps["wikitext2"]["c"]["one_process"], wps["wikitext2"]["a"]["one_process"]),
-        "wikitext2_c_valid_ppl_gap": round(q["c"]["valid_ppl"] / q["a"]["valid_ppl"] - 1, 4),
+    raw = {
+        "zipf_b_over_a_one_process": wps["zipf"]["b"]["one_process"] / wps["zipf"]["a"]["one_process"],
+        "zipf_b_over_a_ddp": wps["zipf"]["b"]["ddp_2_gloo"] / wps["zipf"]["a"]["ddp_2_gloo"],
+        "zipf_io_train_state_a_over_b": layers["a"] / layers["b"],
+        "zipf_io_train_state_a_over_c": layers["a"] / layers["c"],
+        "wikitext2_c_over_a_one_process": wps["wikitext2"]["c"]["one_process"] / wps["wikitext2"]["a"]["one_process"],
+        "wikitext2_c_valid_ppl_gap": q["c"]["valid_ppl"] / q["a"]["valid_ppl"] - 1,
     }
+    derived = {k: round(v, 4 if k.endswith("gap") else 3) for k, v in raw.items()}
+    # Judged before rounding: 0.9995 is slower, though it prints as 1.0.
     derived["goals"] = {
-        f"zipf_b_at_least_{ONE_PROCESS_GOAL:g}x_a_one_process": derived["zipf_b_over_a_one_process"] >= ONE_PROCESS_GOAL,
-        "zipf_b_at_least_1.5x_a_ddp": derived["zipf_b_over_a_ddp"] >= 1.5,
-        "zipf_io_train_state_at_least_5x_smaller": derived["zipf_io_train_state_a_over_b"] >= 5,
-        "wikitext2_c_valid_ppl_within_3%": derived["wikitext2_c_valid_ppl_gap"] <= 0.03,
-        "wikitext2_c_not_slower": derived["wikitext2_c_over_a_one_process"] >= 1.0,
+        f"zipf_b_at_least_{ONE_PROCESS_GOAL:g}x_a_one_process": raw["zipf_b_over_a_one_process"] >= ONE_PROCESS_GOAL,
+        "zipf_b_at_least_1.5x_a_ddp": raw["zipf_b_over_a_ddp"] >= 1.5,
+        "zipf_io_train_state_at_least_5x_smaller": raw["zipf_io_train_state_a_over_b"] >= 5,
+        "wikitext2_c_valid_ppl_within_3%": raw["wikitext2_c_valid_ppl_gap"] <= 0.03,
+        "wikitext2_c_not_slower": raw["wikitext2_c_over_a_one_process"] >= 1.0,
     }
     return derived
 
