@@ -1,7 +1,9 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fairseq_adasoft.modules import AdaptiveSoftmax, parse_cutoffs, validate_cutoffs
+from fairseq_adasoft.modules.logits import LOGIT_ALIGN, NARROW_FEATURES, aligned_linear
 
 D, V, CUTOFFS = 16, 100, [10, 40]
 PAD = 1  # fairseq's pad id
@@ -83,8 +85,10 @@ def test_inplace_backward_gives_the_same_gradients_and_refuses_a_second_pass():
         x.grad = None
         (-ours.target_log_prob(x, t).sum()).backward()
         grads.append([x.grad.clone()] + [p.grad.clone() for p in ours.parameters()])
-    (torch_grad,) = torch.autograd.grad(ref(x, t).loss * 32, x)  # torch's module, same weights
-    torch.testing.assert_close(grads[0][0], torch_grad, rtol=0, atol=1e-5)
+    # torch's module, same weights; its logits are not padded (ours: head 12, tails 30 and 60 wide)
+    torch_grads = torch.autograd.grad(ref(x, t).loss * 32, [x, *ref.parameters()])
+    for mine, theirs in zip(grads[0], torch_grads):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
     for a, b in zip(*grads):
         assert torch.equal(a, b)
     ours.inplace_backward = True
@@ -92,6 +96,22 @@ def test_inplace_backward_gives_the_same_gradients_and_refuses_a_second_pass():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="inplace_backward=False"):
         loss.backward()
+
+
+@pytest.mark.parametrize("width", [12, 16])
+@pytest.mark.parametrize("features", [D, NARROW_FEATURES])  # the weight as stored, or features-major
+def test_aligned_linear_pads_with_zero_probability_columns(width, features):
+    x = torch.randn(5, features, requires_grad=True)
+    w, b = torch.randn(width, features, requires_grad=True), torch.randn(width, requires_grad=True)
+    t = torch.randint(0, width, (5,))
+    out = aligned_linear(x, [w[:7], w[7:]], b)
+    assert out.size(1) % LOGIT_ALIGN == 0 and 0 <= out.size(1) - width < LOGIT_ALIGN
+    assert torch.isneginf(out[:, width:]).all()
+    expected = F.linear(x, w, b)
+    torch.testing.assert_close(out[:, :width], expected, rtol=0, atol=0)
+    grads = [torch.autograd.grad(F.cross_entropy(logits, t), [x, w, b]) for logits in (out, expected)]
+    for mine, theirs in zip(*grads):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

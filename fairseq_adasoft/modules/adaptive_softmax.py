@@ -21,7 +21,10 @@ weights can be compared, but unlike it (and fairseq's ``AdaptiveSoftmax``):
 * scoring (fairseq-eval-lm, the hub's ``score``) is target-aware: only the head
   and the tails the targets fall in run, and no N x V tensor is built
   (``get_log_prob`` with a target returns a ``LazyLogProbs``);
-* no in-place operations sit on the autograd path.
+* no in-place operations sit on the autograd path;
+* each cluster's logits are computed in the layout the CPU BLAS is fast at
+  (``modules/logits.py``): rows padded to an aligned width with -inf columns,
+  filled outside autograd (their gradient is 0).
 """
 
 from typing import Optional, Sequence
@@ -32,6 +35,7 @@ from torch import Tensor, nn
 
 from .cutoffs import band_dim, validate_cutoffs
 from .lazy_log_probs import LazyLogProbs
+from .logits import SoftmaxNLL, aligned_linear
 from .precision import accumulation_dtype, upcast
 from .sparse_rows import weight_rows
 
@@ -51,39 +55,6 @@ def check_tied_input(tied_input: nn.Module, cutoffs: Sequence[int], input_dim: i
             f"({widths} features for embed_dim {input_dim}), got {tied_input.band_dims[1:]}: set "
             f"--adaptive-input-factor equal to --adaptive-softmax-div-value ({div_value:g})"
         )
-
-
-class SoftmaxNLL(torch.autograd.Function):
-    """Per-row nll = -log_softmax(logits)[target], with backward
-    (softmax(logits) - one_hot(target)) * grad. Saves the N x C
-    log-probabilities in place of the logits (the same memory; the logits are
-    freed), never zero-fills an N x C gradient as log_softmax + gather's
-    backward does, and with ``inplace_backward`` turns the saved tensor into
-    the gradient instead of allocating another N x C one (a large share of the
-    layer's time at a large V on CPU). That backward can then run only once."""
-
-    @staticmethod
-    def forward(ctx, logits: Tensor, target: Tensor, inplace_backward: bool) -> Tensor:
-        log_probs = F.log_softmax(logits, dim=1)  # N x C
-        ctx.save_for_backward(log_probs, target)
-        ctx.inplace_backward, ctx.consumed = inplace_backward, False
-        return -log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        if ctx.consumed:
-            raise RuntimeError(
-                "AdaptiveSoftmax's backward reuses its saved log-probabilities in place, so it runs once "
-                "per forward; to backpropagate twice (retain_graph=True, gradcheck) build it with "
-                "inplace_backward=False"
-            )
-        log_probs, target = ctx.saved_tensors
-        ctx.consumed = ctx.inplace_backward
-        g = grad.unsqueeze(1)  # N x 1
-        probs = log_probs.exp_() if ctx.inplace_backward else log_probs.exp()  # N x C
-        grad_logits = probs.mul_(g)  # softmax * grad
-        grad_logits.scatter_add_(1, target.unsqueeze(1), -g)
-        return grad_logits, None, None
 
 
 class AdaptiveSoftmax(nn.Module):
@@ -183,26 +154,31 @@ class AdaptiveSoftmax(nn.Module):
         return torch.autocast("cpu", dtype=self.train_autocast_dtype or torch.bfloat16, enabled=enabled)
 
     def _head(self, x: Tensor) -> Tensor:
-        """Head logits: N x d -> N x (shortlist + clusters)."""
+        """Head logits: N x d -> N x (shortlist + clusters), aligned (``aligned_linear``)."""
+        if self.tied_input is None and self.tied_weight is None:
+            return aligned_linear(x, [self.head.weight], self.head.bias)
         if self.tied_input is not None:
-            shortlist = F.linear(x, self.tied_input.embeddings[0].weight)  # N x s
-        elif self.tied_weight is not None:
-            shortlist = F.linear(x, weight_rows(self.tied_weight, 0, self.shortlist_size, self.sparse_tied_rows))
+            shortlist = self.tied_input.embeddings[0].weight
         else:
-            return self.head(x)
-        return torch.cat([shortlist, self.head_clusters(x).to(shortlist.dtype)], dim=1)
+            shortlist = weight_rows(self.tied_weight, 0, self.shortlist_size, self.sparse_tied_rows)
+        bias = self.head_clusters.bias
+        bias = None if bias is None else F.pad(bias, (self.shortlist_size, 0))  # the shortlist rows have none
+        return aligned_linear(x, [shortlist, self.head_clusters.weight], bias)
 
     def _tail(self, i: int, x: Tensor) -> Tensor:
-        """Tail i logits: rows x d -> rows x cluster_size."""
+        """Tail i logits: rows x d -> rows x cluster_size, aligned (``aligned_linear``)."""
         if self.tie_proj:  # band i + 1 maps its features to d; the tail maps d to them
             projection = self.tied_input.projections[i + 1]
             x = F.linear(x, projection.weight.t()) if isinstance(projection, nn.Linear) else x
-        h = self.tail[i](x)
+        tail = self.tail[i]
+        h = tail[1](tail[0](x))  # projection, dropout
         if self.tied_input is not None:
-            return F.linear(h, self.tied_input.embeddings[i + 1].weight)
-        if self.tail_tied[i]:
-            return F.linear(h, weight_rows(self.tied_weight, self.cutoffs[i], self.cutoffs[i + 1], self.sparse_tied_rows))
-        return h
+            weight = self.tied_input.embeddings[i + 1].weight
+        elif self.tail_tied[i]:
+            weight = weight_rows(self.tied_weight, self.cutoffs[i], self.cutoffs[i + 1], self.sparse_tied_rows)
+        else:
+            weight = tail[2].weight
+        return aligned_linear(h, [weight])
 
     def tied_weight_rows(self) -> Tensor:
         """The rows of ``tied_weight`` this layer reads (none when untied)."""
@@ -226,7 +202,7 @@ class AdaptiveSoftmax(nn.Module):
         # The head's class for each row: the word itself, or its cluster's logit.
         head_target = torch.where(cluster == 0, target, self.shortlist_size - 1 + cluster)
         with self._matmuls(input):
-            head = self._head(input)  # N x (shortlist + clusters)
+            head = self._head(input)  # N x (shortlist + clusters), aligned
         nll = SoftmaxNLL.apply(upcast(head), head_target, self.inplace_backward)  # N
         for i in range(self.n_clusters):
             # May be empty: the tail still runs, so its weights get a zero gradient.
@@ -234,7 +210,7 @@ class AdaptiveSoftmax(nn.Module):
             if rows.numel() == 0 and not torch.is_grad_enabled():
                 continue  # no gradient to give: skip the tail
             with self._matmuls(input):
-                logits = self._tail(i, input.index_select(0, rows))  # rows x cluster_size
+                logits = self._tail(i, input.index_select(0, rows))  # rows x cluster_size, aligned
             logits = upcast(logits)
             in_cluster = target.index_select(0, rows) - self.cutoffs[i]
             nll = nll.index_add(0, rows, SoftmaxNLL.apply(logits, in_cluster, self.inplace_backward))
@@ -246,11 +222,12 @@ class AdaptiveSoftmax(nn.Module):
         """Log-probabilities (fp32 for 16-bit inputs) over the whole vocabulary: ... x d -> ... x V."""
         lead = input.shape[:-1]
         x = input.reshape(-1, input.size(-1))  # N x d
-        head_lp = F.log_softmax(upcast(self._head(x)), dim=-1)  # N x (s + k)
+        head_lp = F.log_softmax(upcast(self._head(x)), dim=-1)  # N x (s + k), aligned
         parts = [head_lp[:, : self.shortlist_size]]
         for i in range(self.n_clusters):
             cluster_lp = head_lp[:, self.shortlist_size + i].unsqueeze(1)  # N x 1
-            parts.append(F.log_softmax(upcast(self._tail(i, x)), dim=-1) + cluster_lp)
+            tail_lp = F.log_softmax(upcast(self._tail(i, x)), dim=-1)[:, : self.cutoffs[i + 1] - self.cutoffs[i]]
+            parts.append(tail_lp + cluster_lp)
         return torch.cat(parts, dim=1).view(*lead, self.vocab_size)
 
     def get_log_prob(self, input: Tensor, target: Optional[Tensor] = None) -> Tensor:
