@@ -3,7 +3,7 @@ file), and where its one-process gain stops."""
 
 import re
 
-from benchmarks.report import Results, code, f2, machine, n0, table
+from benchmarks.report import Results, code, f2, machine, n0, table, x2
 
 # The one-process goal as the results file names it (benchmarks.large_vocab.derive).
 ONE_PROCESS_GOAL_KEY = re.compile(r"zipf_b_at_least_([0-9.]+)x_a_one_process")
@@ -38,7 +38,7 @@ def large_vocab_table(r: Results) -> str:
         f"WikiText-2 validation perplexity after {q['a']['updates']} updates of the main job's flags: "
         f"(a) {f2(q['a']['valid_ppl'])}, (c) {f2(q['c']['valid_ppl'])} "
         f"({100 * r.get(n, 'derived', 'wikitext2_c_valid_ppl_gap'):+.1f}%). The goals, as the file judges them:", "",
-        *goals, "", side_by_side(r), "", one_process_bound(r),
+        *goals, "", side_by_side(r), "", one_process_bound(r), "", logit_layout_table(r),
     ])
 
 
@@ -71,3 +71,21 @@ def one_process_bound(r: Results) -> str:
             f"(a)'s extra in the optimizer) and nothing of the QRNN's or the adaptive softmax's work, which both "
             f"run: for {goal:g}x, with the same saving, (b)'s step would have to take at most "
             f"{n0(extra / (goal - 1))} ms.")
+
+
+def logit_layout_table(r: Results) -> str:
+    """The adaptive softmax's forward + backward under each logit layout (``benchmarks.logit_layout``)."""
+    n = "logit_layout"
+    layouts = list(r.get(n, "layouts"))
+    rows = [[f"V = {row['V']:,}, cutoffs {row['cutoffs']}", "tied" if row["tied"] else "untied", row["head_width"],
+             row["targets"], *(f2(row["ms"][k]["median"]) for k in layouts), x2(row["plain_over_default"])]
+            for row in r.get(n, "rows")]
+    return "\n".join([
+        f"#### The adaptive softmax's logit layout (`python -m benchmarks.logit_layout`, {code(n)}, {machine(r, n)})", "",
+        f"One training step's output layer and loss (N = {r.get(n, 'N'):,} rows, d = {r.get(n, 'd')}), forward + "
+        f"backward in ms, median of {r.get(n, 'rounds')} rounds alternating the layouts: `plain` (logits as wide as "
+        "their classes), `aligned` (rows padded with -inf columns to a multiple of 8) and `default` (aligned, and tails "
+        "of at most 8 features multiplied features-major; `fairseq_adasoft/modules/logits.py`). `shortlist` targets "
+        "leave the tails no rows, so they time the head alone.", "",
+        table(["vocabulary", "head", "head width", "targets", *layouts, "plain / default"], rows),
+    ])
