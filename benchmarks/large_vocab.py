@@ -25,6 +25,8 @@ cutoffs 2800,20000,76000) and on WikiText-2 (V = 33,280, the seed's cutoffs):
     python -m benchmarks.large_vocab            # writes benchmarks/results/large_vocab.json
     python -m benchmarks.large_vocab --quick    # tiny corpora and models in a temp folder, writes nothing
     python -m benchmarks.large_vocab --side-by-side 2   # the speed goals' pairs in turn: large_vocab_side_by_side.json
+    python -m benchmarks.large_vocab --side-by-side 2 --baseline-rev REV --corpus zipf
+        # each pair with REV's plugin and this checkout's in turn: large_vocab_before_after.json
 """
 
 import argparse
@@ -32,7 +34,7 @@ import os
 import tempfile
 
 from benchmarks import step_breakdown, zipf_corpus
-from benchmarks.before_after import run_child
+from benchmarks.before_after import baseline_worktree, check_plugin, run_child
 from benchmarks.common import BIN, DATA, MALLOC_ENV, PLUGIN_DIR, ROOT, spread, write_result
 from fairseq_adasoft.logs import json_records
 from fairseq_adasoft.modules.hardware import cpu_has_native_bf16
@@ -49,7 +51,7 @@ CUTOFFS = {"zipf": ARCHITECTURES["qrnn_lm_wikitext103"]["adaptive_softmax_cutoff
 QUICK_MODEL, QUICK_CUTOFFS = ["--embed-dim", "16", "--hidden-size", "32", "--num-layers", "2"], "0.05,0.2,0.5"
 BATCH = ["--batch-size", str(MAIN_JOB["batch_size"]), "--tokens-per-sample", str(MAIN_JOB["tokens_per_sample"])]
 DDP_BATCH = ["--batch-size", str(MAIN_JOB["batch_size"] // 2), "--tokens-per-sample", str(MAIN_JOB["tokens_per_sample"])]
-COMMON = ["--user-dir", PLUGIN_DIR, "--task", "language_modeling_freqsorted", "--arch", ARCH,
+COMMON = ["--task", "language_modeling_freqsorted", "--arch", ARCH,
           "--criterion", "adaptive_softmax", "--optimizer", "adam", "--lr", "0.002", "--clip-norm", "0.25",
           "--cpu", "--seed", "1", "--log-format", "json", "--num-workers", "0"]
 SPEED = ["--disable-validation", "--no-save", "--log-interval", "5"]
@@ -64,6 +66,11 @@ QUALITY = ["--no-save", "--stateful-bptt", "--lr", str(MAIN_JOB["lr"]), "--lr-sc
            "--warmup-updates", "100", "--end-learning-rate", "0.0001", "--log-interval", "100"]
 
 
+def fairseq_flags(plugin: str = PLUGIN_DIR) -> list:
+    """The flags every run shares, with the plugin it runs (--user-dir)."""
+    return ["--user-dir", plugin, *COMMON]
+
+
 def model_flags(corpus: str, quick: bool) -> list:
     # The main job's precision where bf16 matmuls pay (recipes/wikitext2/run.sh), fp32 elsewhere.
     precision = ["--cpu-autocast-bf16"] if cpu_has_native_bf16() else []
@@ -76,14 +83,14 @@ def interval_wps(log_text: str) -> list:
     return [float(r["wps"]) for r in json_records(log_text.splitlines()) if "wps" in r][1:]
 
 
-def train_speed(data: str, flags: list, updates: int, log: str, ddp: bool) -> dict:
+def train_speed(data: str, flags: list, updates: int, log: str, ddp: bool, plugin: str = PLUGIN_DIR) -> dict:
     if ddp:
         launch = [os.path.join(BIN, "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "fairseq_adasoft.launch"]
         flags = [*flags, *DDP_BATCH, "--distributed-backend", "gloo"]
         env = dict(os.environ, **MALLOC_ENV, OMP_NUM_THREADS="1")  # one core per process
     else:
         launch, flags, env = [os.path.join(BIN, "fairseq-train")], [*flags, *BATCH], dict(os.environ, **MALLOC_ENV)
-    cmd = [*launch, data, *COMMON, *SPEED, *flags, "--max-update", str(updates)]
+    cmd = [*launch, data, *fairseq_flags(plugin), *SPEED, *flags, "--max-update", str(updates)]
     r = run_child(cmd, log, env=env)
     text = open(log).read()
     if r["returncode"] != 0:
@@ -103,33 +110,58 @@ def one_process_goals(zipf_b_over_a: float, wikitext2_c_over_a: float) -> dict:
             "wikitext2_c_not_slower": wikitext2_c_over_a >= 1.0}
 
 
-def side_by_side(work: str, quick: bool, repeats: int, updates: int) -> dict:
-    """The pairs the one-process speed goals compare, run in turn ``repeats`` times
-    (a, b, a, b, ...), so a drift in the machine's speed reaches both alike; the
-    ratio is of the medians over all of each variant's logged intervals."""
-    out = {}
-    for corpus, pair in SIDE_BY_SIDE.items():
+def pair_runs(work: str, quick: bool, repeats: int, updates: int, corpora: list, plugins: dict) -> dict:
+    """The one-process speed goals' pairs of ``corpora``, each run in turn ``repeats`` times
+    (a, b, a, b, ...; with several plugins, each plugin's pair in turn), so a drift in the
+    machine's speed reaches all alike. Per plugin label and corpus: words/s over all of each
+    variant's logged intervals, each run's median, and the ratio of the medians."""
+    out = {label: {} for label in plugins}
+    for corpus in corpora:
+        pair = SIDE_BY_SIDE[corpus]
         data = zipf_corpus.benchmark_corpus(corpus, work, quick, DATA)
-        intervals, medians = {v: [] for v in pair}, {v: [] for v in pair}
+        intervals = {(label, v): [] for label in plugins for v in pair}
+        medians = {(label, v): [] for label in plugins for v in pair}
+        commands = {}
         for repeat in range(repeats):
-            for v in pair:
-                log = os.path.join(work, "large_vocab", f"side-by-side-{corpus}-{v}-{repeat}.log")
-                run = train_speed(data, [*model_flags(corpus, quick), *VARIANTS[v][1]], updates, log, ddp=False)
-                intervals[v] += run["intervals"]
-                medians[v].append(spread(run["intervals"])["median"])
-                print(f"{corpus:9s} ({v}) run {repeat + 1}: {medians[v][-1]:8.0f} words/s", flush=True)
-        wps = {v: spread(samples) for v, samples in intervals.items()}
-        out[corpus] = {"pair": list(pair), "words_per_s": wps, "run_medians": medians,
-                       "ratio": ratio(wps[pair[1]]["median"], wps[pair[0]]["median"]),
-                       "command": run["command"]}
+            for label, plugin in plugins.items():
+                for v in pair:
+                    log = os.path.join(work, "large_vocab", f"side-by-side-{corpus}-{label}-{v}-{repeat}.log")
+                    run = train_speed(data, [*model_flags(corpus, quick), *VARIANTS[v][1]], updates, log, ddp=False,
+                                      plugin=plugin)
+                    intervals[label, v] += run["intervals"]
+                    medians[label, v].append(spread(run["intervals"])["median"])
+                    commands[label] = run["command"]
+                    print(f"{corpus:9s} {label} ({v}) run {repeat + 1}: {medians[label, v][-1]:8.0f} words/s",
+                          flush=True)
+        for label in plugins:
+            wps = {v: spread(intervals[label, v]) for v in pair}
+            out[label][corpus] = {"pair": list(pair), "words_per_s": wps,
+                                  "run_medians": {v: medians[label, v] for v in pair},
+                                  "ratio": ratio(wps[pair[1]]["median"], wps[pair[0]]["median"]),
+                                  "command": commands[label]}
+    return out
+
+
+def side_by_side(work: str, quick: bool, repeats: int, updates: int) -> dict:
+    """Both pairs with this checkout's plugin, and the one-process speed goals judged on them."""
+    out = pair_runs(work, quick, repeats, updates, list(SIDE_BY_SIDE), {"current": PLUGIN_DIR})["current"]
     z, w = out["zipf"]["words_per_s"], out["wikitext2"]["words_per_s"]
     out["goals"] = one_process_goals(z["b"]["median"] / z["a"]["median"], w["c"]["median"] / w["a"]["median"])
     return out
 
 
+def before_after(work: str, quick: bool, repeats: int, updates: int, corpora: list, rev: str) -> dict:
+    """The pairs of ``corpora`` with the plugin of git revision ``rev`` (a temporary worktree)
+    and with this checkout's, in turn."""
+    with baseline_worktree(rev) as (plugin, sha):
+        check_plugin(plugin)
+        runs = pair_runs(work, quick, repeats, updates, corpora, {"baseline": plugin, "current": PLUGIN_DIR})
+    return {"baseline_rev": sha, **runs}
+
+
 def valid_perplexity(data: str, flags: list, updates: int, log: str) -> dict:
-    cmd = [os.path.join(BIN, "fairseq-train"), data, *COMMON, *QUALITY, *BATCH, *flags, "--max-update", str(updates),
-           "--total-num-update", str(updates)]
+    cmd = [os.path.join(BIN, "fairseq-train"), data, *fairseq_flags(), *QUALITY, *BATCH, *flags,
+           "--max-update", str(updates), "--total-num-update", str(updates)]
     r = run_child(cmd, log, env=dict(os.environ, **MALLOC_ENV))
     records = list(json_records(open(log).read().splitlines()))
     valid = [rec for rec in records if "valid_ppl" in rec]
@@ -152,15 +184,33 @@ def main(argv=None) -> dict:
     parser.add_argument("--side-by-side", type=int, metavar="N",
                         help="only run the one-process speed goals' pairs in turn, N times each, and write "
                              "large_vocab_side_by_side.json")
+    parser.add_argument("--baseline-rev", metavar="REV",
+                        help="with --side-by-side: run each pair with the plugin of git revision REV (a temporary "
+                             "worktree) and with this checkout's in turn, and write large_vocab_before_after.json")
+    parser.add_argument("--corpus", action="append", choices=list(SIDE_BY_SIDE),
+                        help="with --baseline-rev: only this corpus's pair (repeatable; default both)")
     args = parser.parse_args(argv)
+    if args.corpus and not args.baseline_rev:
+        raise ValueError("--corpus picks the pairs of a --baseline-rev comparison; --side-by-side alone judges "
+                         "both one-process goals, so it runs both pairs: add --baseline-rev REV, or drop --corpus")
+    if args.baseline_rev and not args.side_by_side:
+        raise ValueError("--baseline-rev compares the --side-by-side pairs: add --side-by-side N")
     work = tempfile.mkdtemp(prefix="large_vocab_") if args.quick else args.work_dir
     os.makedirs(os.path.join(work, "large_vocab"), exist_ok=True)
     updates = QUICK_UPDATES if args.quick else SPEED_UPDATES
     if args.side_by_side:
-        payload = {"model": MODEL, "batch": " ".join(BATCH), **side_by_side(work, args.quick, args.side_by_side, updates)}
+        head = {"model": MODEL, "batch": " ".join(BATCH)}
+        command = f"python -m benchmarks.large_vocab --side-by-side {args.side_by_side}"
+        if args.baseline_rev:
+            corpora = args.corpus or list(SIDE_BY_SIDE)
+            payload = {**head, **before_after(work, args.quick, args.side_by_side, updates, corpora, args.baseline_rev)}
+            name = "large_vocab_before_after"
+            command += f" --baseline-rev {args.baseline_rev}" + "".join(f" --corpus {c}" for c in corpora)
+        else:
+            payload = {**head, **side_by_side(work, args.quick, args.side_by_side, updates)}
+            name = "large_vocab_side_by_side"
         if not args.quick:
-            command = f"python -m benchmarks.large_vocab --side-by-side {args.side_by_side}"
-            print(write_result("large_vocab_side_by_side", payload, command))
+            print(write_result(name, payload, command))
         return payload
     payload = {"variants": {k: {"what": what, "flags": " ".join(f)} for k, (what, f) in VARIANTS.items()},
                "model": MODEL,
@@ -175,7 +225,8 @@ def main(argv=None) -> dict:
         for variant, (_, flags) in VARIANTS.items():
             flags = [*model_flags(corpus, args.quick), *flags]
             payload["steps"].setdefault(corpus, {})[variant] = step_breakdown.measure_in_child(
-                data, [*COMMON, *BATCH, *flags], os.path.join(work, "large_vocab", f"{corpus}-{variant}-steps.json"))
+                data, [*fairseq_flags(), *BATCH, *flags],
+                os.path.join(work, "large_vocab", f"{corpus}-{variant}-steps.json"))
             for mode in ("one_process", "ddp_2_gloo"):
                 log = os.path.join(work, "large_vocab", f"{corpus}-{variant}-{mode}.log")
                 runs.setdefault(variant, {})[mode] = speed(data, flags, updates, log, mode != "one_process")

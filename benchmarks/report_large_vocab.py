@@ -38,7 +38,8 @@ def large_vocab_table(r: Results) -> str:
         f"WikiText-2 validation perplexity after {q['a']['updates']} updates of the main job's flags: "
         f"(a) {f2(q['a']['valid_ppl'])}, (c) {f2(q['c']['valid_ppl'])} "
         f"({100 * r.get(n, 'derived', 'wikitext2_c_valid_ppl_gap'):+.1f}%). The goals, as the file judges them:", "",
-        *goals, "", side_by_side(r), "", one_process_bound(r), "", logit_layout_table(r),
+        *goals, "", side_by_side(r), "", *([before_after(r), ""] if r.exists("large_vocab_before_after") else []),
+        one_process_bound(r), "", logit_layout_table(r),
     ])
 
 
@@ -55,6 +56,23 @@ def side_by_side(r: Results) -> str:
     return (f"The same one-process runs, each pair in turn {len(runs[a])} times so that a drift in the machine's "
             f"speed reaches both alike ({code(n)}, {machine(r, n)}; the ratio of the medians over all logged "
             f"intervals): {'; '.join(pairs)}. As that file judges them: {goals}.")
+
+
+def before_after(r: Results) -> str:
+    """The pairs with an earlier revision's plugin and this one's, in turn (``--baseline-rev``)."""
+    n = "large_vocab_before_after"
+    labels = dict(LARGE_VOCAB_CORPORA)
+    parts = []
+    for corpus, result in r.get(n, "current").items():
+        a, b = result["pair"]
+        ratios = {k: r.get(n, k, corpus, "ratio") for k in ("baseline", "current")}
+        wps = {k: {v: n0(r.get(n, k, corpus, "words_per_s", v, "median")) for v in (a, b)} for k in ratios}
+        parts.append(f"({b}) / ({a}) at {labels[corpus]}: {ratios['baseline']:.3f} before (({a}): {wps['baseline'][a]}, "
+                     f"({b}): {wps['baseline'][b]} words/s), {ratios['current']:.3f} after (({a}): {wps['current'][a]}, "
+                     f"({b}): {wps['current'][b]})")
+    return (f"Before and after on one machine ({code(n)}, {machine(r, n)}): the same pairs with the plugin of "
+            f"`{r.get(n, 'baseline_rev')[:7]}` and with the file's revision, the four runs in turn "
+            f"{len(result['run_medians'][a])} times: {'; '.join(parts)}.")
 
 
 def one_process_bound(r: Results) -> str:

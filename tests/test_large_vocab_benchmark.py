@@ -75,3 +75,44 @@ def test_side_by_side_runs_each_pair_in_turn_and_judges_the_ratio_of_all_interva
         assert all(min(result["run_medians"][v]) <= wps[v] <= max(result["run_medians"][v]) for v in pair)
     c_wps = {v: out["wikitext2"]["words_per_s"][v]["median"] for v in ("a", "c")}
     assert out["goals"]["wikitext2_c_not_slower"] == (c_wps["c"] >= c_wps["a"])
+
+
+def test_pair_runs_take_each_plugins_pair_in_turn_and_judge_each_plugin_apart(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_train_speed(data, flags, updates, log, ddp, plugin):
+        variant = "b" if "--adaptive-input" in flags else "a"
+        calls.append((plugin, variant))
+        wps = {("old", "a"): 100.0, ("old", "b"): 120.0, ("new", "a"): 110.0, ("new", "b"): 150.0}[plugin, variant]
+        return {"intervals": [wps - 1, wps, wps + 1], "command": f"fairseq-train --user-dir {plugin}"}
+
+    monkeypatch.setattr(large_vocab, "train_speed", fake_train_speed)
+    monkeypatch.setattr(large_vocab.zipf_corpus, "benchmark_corpus", lambda *args: "data")
+    out = large_vocab.pair_runs(str(tmp_path), True, 2, 10, ["zipf"], {"baseline": "old", "current": "new"})
+    assert calls == [("old", "a"), ("old", "b"), ("new", "a"), ("new", "b")] * 2
+    assert out["baseline"]["zipf"]["ratio"] == 1.2 and out["current"]["zipf"]["ratio"] == large_vocab.ratio(150, 110)
+    assert out["current"]["zipf"]["run_medians"] == {"a": [110.0, 110.0], "b": [150.0, 150.0]}
+    assert out["baseline"]["zipf"]["command"] == "fairseq-train --user-dir old"
+
+
+def test_corpus_and_baseline_rev_need_what_they_qualify():
+    with pytest.raises(ValueError, match="add --baseline-rev REV, or drop --corpus"):
+        large_vocab.main(["--quick", "--side-by-side", "1", "--corpus", "zipf"])
+    with pytest.raises(ValueError, match="add --side-by-side N"):
+        large_vocab.main(["--quick", "--baseline-rev", "HEAD"])
+
+
+def test_before_after_renders_both_revisions_ratios(tmp_path):
+    from benchmarks.report import Results
+    from benchmarks.report_large_vocab import before_after
+
+    def runs(a, b):
+        return {"zipf": {"pair": ["a", "b"], "ratio": round(b / a, 3), "run_medians": {"a": [a, a], "b": [b, b]},
+                         "words_per_s": {v: {"median": x} for v, x in (("a", a), ("b", b))}}}
+
+    payload = {"baseline_rev": "0123456789abcdef", "baseline": runs(1000, 1250), "current": runs(1000, 1400),
+               "machine": {"cpu": "CPU", "cpu_cores": 2}}
+    (tmp_path / "large_vocab_before_after.json").write_text(json.dumps(payload))
+    text = before_after(Results(tmp_path))
+    assert "plugin of `0123456`" in text and "in turn 2 times" in text
+    assert "1.250 before ((a): 1,000, (b): 1,250 words/s), 1.400 after ((a): 1,000, (b): 1,400)" in text
