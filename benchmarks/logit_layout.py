@@ -29,12 +29,14 @@ from torch import nn
 
 from benchmarks.common import MALLOC_ENV, spread, time_ms, write_result
 from benchmarks.output_layer import D, DIV, N, target_probs
-from fairseq_adasoft.modules import AdaptiveSoftmax, logits
+from fairseq_adasoft.modules import AdaptiveSoftmax, logits, parse_cutoffs
 from fairseq_adasoft.presets import ARCHITECTURES
 
 SETTINGS = {
     "wikitext103": dict(V=267_744, cutoffs=ARCHITECTURES["qrnn_lm_wikitext103"]["adaptive_softmax_cutoff"]),
-    "wikitext2": dict(V=33_280, cutoffs="2220,6656"),  # qrnn_lm_wikitext2's fractions 0.0667,0.2 of V
+    # qrnn_lm_wikitext2's cutoffs are fractions of V: the ids they resolve to
+    "wikitext2": dict(V=33_280, cutoffs=",".join(
+        str(c) for c in parse_cutoffs(ARCHITECTURES["qrnn_lm_wikitext2"]["adaptive_softmax_cutoff"], 33_280))),
 }
 LAYOUTS = {"plain": dict(LOGIT_ALIGN=1, NARROW_FEATURES=0),
            "aligned": dict(LOGIT_ALIGN=logits.LOGIT_ALIGN, NARROW_FEATURES=0),

@@ -114,3 +114,21 @@ def test_test_suite_reads_pytests_summary_line():
     assert tally("== 1 failed, 3 passed, 1 error in 2.00s ==")["errors"] == 1
     with pytest.raises(ValueError, match="no pytest summary line"):
         tally("collected 0 items\n")
+
+
+@pytest.mark.slow
+def test_logit_layout_benchmark_times_every_layout_of_every_setting(tmp_path):
+    import subprocess
+    import sys
+
+    from benchmarks import logit_layout
+
+    # A child process: the benchmark re-executes itself with the runs' malloc settings.
+    env = {"PATH": "/usr/bin:/bin", "BENCHMARK_RESULTS_DIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "benchmarks.logit_layout", "--quick"], cwd=common.ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [line for line in r.stdout.splitlines() if " ms" in line]
+    assert len(lines) == len(logit_layout.SETTINGS) * 2 * 2  # tied or not, shortlist or Zipf targets
+    assert all(all(f"{name} " in line for name in logit_layout.LAYOUTS) for line in lines)
+    assert list(tmp_path.iterdir()) == []  # --quick writes nothing
