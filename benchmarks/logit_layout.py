@@ -32,12 +32,10 @@ from benchmarks.output_layer import D, DIV, N, target_probs
 from fairseq_adasoft.modules import AdaptiveSoftmax, logits, parse_cutoffs
 from fairseq_adasoft.presets import ARCHITECTURES
 
-SETTINGS = {
-    "wikitext103": dict(V=267_744, cutoffs=ARCHITECTURES["qrnn_lm_wikitext103"]["adaptive_softmax_cutoff"]),
-    # qrnn_lm_wikitext2's cutoffs are fractions of V: the ids they resolve to
-    "wikitext2": dict(V=33_280, cutoffs=",".join(
-        str(c) for c in parse_cutoffs(ARCHITECTURES["qrnn_lm_wikitext2"]["adaptive_softmax_cutoff"], 33_280))),
-}
+# The presets' cutoffs resolved to word ids (qrnn_lm_wikitext2's are fractions of V).
+SETTINGS = {name: dict(V=v, cutoffs=parse_cutoffs(ARCHITECTURES[arch]["adaptive_softmax_cutoff"], v))
+            for name, arch, v in (("wikitext103", "qrnn_lm_wikitext103", 267_744),
+                                  ("wikitext2", "qrnn_lm_wikitext2", 33_280))}
 LAYOUTS = {"plain": dict(LOGIT_ALIGN=1, NARROW_FEATURES=0),
            "aligned": dict(LOGIT_ALIGN=logits.LOGIT_ALIGN, NARROW_FEATURES=0),
            "default": dict(LOGIT_ALIGN=logits.LOGIT_ALIGN, NARROW_FEATURES=logits.NARROW_FEATURES)}
@@ -48,16 +46,15 @@ SEED = 0
 
 def layer(setting: dict, tied: bool) -> nn.Module:
     torch.manual_seed(SEED)
-    cutoffs = [int(c) for c in setting["cutoffs"].split(",")]
     embedding = nn.Embedding(setting["V"], D) if tied else None
-    return AdaptiveSoftmax(D, setting["V"], cutoffs, div_value=DIV,
+    return AdaptiveSoftmax(D, setting["V"], setting["cutoffs"], div_value=DIV,
                            tied_weight=embedding.weight if embedding is not None else None)
 
 
 def targets(setting: dict, shortlist_only: bool, g: torch.Generator) -> torch.Tensor:
     p = target_probs(dict(V=setting["V"], targets="zipf"))
     if shortlist_only:
-        p[int(setting["cutoffs"].split(",")[0]):] = 0
+        p[setting["cutoffs"][0]:] = 0
     return torch.multinomial(p / p.sum(), N, replacement=True, generator=g)
 
 
@@ -98,8 +95,8 @@ def main(argv=None) -> dict:
             for shortlist_only in (True, False):
                 ms = step_ms(module, x, targets(setting, shortlist_only, g), rounds)
                 median = {layout: m["median"] for layout, m in ms.items()}
-                rows.append({"setting": name, "V": setting["V"], "cutoffs": setting["cutoffs"], "tied": tied,
-                             "head_width": module.shortlist_size + module.n_clusters,
+                rows.append({"setting": name, "V": setting["V"], "cutoffs": ",".join(map(str, setting["cutoffs"])),
+                             "tied": tied, "head_width": module.shortlist_size + module.n_clusters,
                              "targets": "shortlist" if shortlist_only else "zipf", "ms": ms,
                              "plain_over_default": round(median["plain"] / median["default"], 3)})
                 print(f"{name:11s} tied={tied!s:5s} {rows[-1]['targets']:9s} "

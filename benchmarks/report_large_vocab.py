@@ -38,8 +38,7 @@ def large_vocab_table(r: Results) -> str:
         f"WikiText-2 validation perplexity after {q['a']['updates']} updates of the main job's flags: "
         f"(a) {f2(q['a']['valid_ppl'])}, (c) {f2(q['c']['valid_ppl'])} "
         f"({100 * r.get(n, 'derived', 'wikitext2_c_valid_ppl_gap'):+.1f}%). The goals, as the file judges them:", "",
-        *goals, "", side_by_side(r), "", *([before_after(r), ""] if r.exists("large_vocab_before_after") else []),
-        one_process_bound(r), "", logit_layout_table(r),
+        *goals, "", side_by_side(r), "", before_after(r), "", one_process_bound(r), "", logit_layout_table(r),
     ])
 
 
@@ -65,6 +64,7 @@ def before_after(r: Results) -> str:
     parts = []
     for corpus, result in r.get(n, "current").items():
         a, b = result["pair"]
+        repeats = len(result["run_medians"][a])  # the same for every corpus of one run
         ratios = {k: r.get(n, k, corpus, "ratio") for k in ("baseline", "current")}
         wps = {k: {v: n0(r.get(n, k, corpus, "words_per_s", v, "median")) for v in (a, b)} for k in ratios}
         parts.append(f"({b}) / ({a}) at {labels[corpus]}: {ratios['baseline']:.3f} before (({a}): {wps['baseline'][a]}, "
@@ -72,7 +72,7 @@ def before_after(r: Results) -> str:
                      f"({b}): {wps['current'][b]})")
     return (f"Before and after on one machine ({code(n)}, {machine(r, n)}): the same pairs with the plugin of "
             f"`{r.get(n, 'baseline_rev')[:7]}` and with the file's revision, the four runs in turn "
-            f"{len(result['run_medians'][a])} times: {'; '.join(parts)}.")
+            f"{repeats} times: {'; '.join(parts)}.")
 
 
 def one_process_bound(r: Results) -> str:
