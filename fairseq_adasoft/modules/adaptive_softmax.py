@@ -24,7 +24,8 @@ weights can be compared, but unlike it (and fairseq's ``AdaptiveSoftmax``):
 * no in-place operations sit on the autograd path;
 * each cluster's logits are computed in the layout the CPU BLAS is fast at
   (``modules/logits.py``): rows padded to an aligned width with -inf columns,
-  filled outside autograd (their gradient is 0).
+  filled outside autograd (their gradient is 0); while training on CPU they
+  live in memory the layer keeps from one step to the next.
 """
 
 from typing import Optional, Sequence
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 
 from .cutoffs import band_dim, validate_cutoffs
 from .lazy_log_probs import LazyLogProbs
-from .logits import SoftmaxNLL, aligned_linear
+from .logits import LogitBuffer, aligned_linear, linear_nll
 from .precision import accumulation_dtype, upcast
 from .sparse_rows import weight_rows
 
@@ -133,6 +134,7 @@ class AdaptiveSoftmax(nn.Module):
         else:  # only the cluster rows are the head's own
             self.head_clusters = nn.Linear(input_dim, self.n_clusters, bias=head_bias)
         self.tail = nn.ModuleList()
+        self.logit_buffers = [LogitBuffer() for _ in range(self.n_clusters + 1)]  # the head's, then each tail's
         self.tail_tied = []  # whether tail i's output matrix is a shared one
         for i in range(self.n_clusters):
             proj_dim = band_dim(input_dim, div_value, i + 1)
@@ -153,20 +155,20 @@ class AdaptiveSoftmax(nn.Module):
         enabled = self.train_autocast_dtype is not None and self.training and x.device.type == "cpu"
         return torch.autocast("cpu", dtype=self.train_autocast_dtype or torch.bfloat16, enabled=enabled)
 
-    def _head(self, x: Tensor) -> Tensor:
-        """Head logits: N x d -> N x (shortlist + clusters), aligned (``aligned_linear``)."""
+    def _head_weights(self):
+        """The head's weights (shortlist rows, then cluster rows) and bias, for ``aligned_weight``."""
         if self.tied_input is None and self.tied_weight is None:
-            return aligned_linear(x, [self.head.weight], self.head.bias)
+            return [self.head.weight], self.head.bias
         if self.tied_input is not None:
             shortlist = self.tied_input.embeddings[0].weight
         else:
             shortlist = weight_rows(self.tied_weight, 0, self.shortlist_size, self.sparse_tied_rows)
         bias = self.head_clusters.bias
         bias = None if bias is None else F.pad(bias, (self.shortlist_size, 0))  # the shortlist rows have none
-        return aligned_linear(x, [shortlist, self.head_clusters.weight], bias)
+        return [shortlist, self.head_clusters.weight], bias
 
-    def _tail(self, i: int, x: Tensor) -> Tensor:
-        """Tail i logits: rows x d -> rows x cluster_size, aligned (``aligned_linear``)."""
+    def _tail_features(self, i: int, x: Tensor):
+        """Tail i's features (rows x d -> rows x its width) and output weight (cluster_size x width)."""
         if self.tie_proj:  # band i + 1 maps its features to d; the tail maps d to them
             projection = self.tied_input.projections[i + 1]
             x = F.linear(x, projection.weight.t()) if isinstance(projection, nn.Linear) else x
@@ -178,6 +180,15 @@ class AdaptiveSoftmax(nn.Module):
             weight = weight_rows(self.tied_weight, self.cutoffs[i], self.cutoffs[i + 1], self.sparse_tied_rows)
         else:
             weight = tail[2].weight
+        return h, weight
+
+    def _head(self, x: Tensor) -> Tensor:
+        """Head logits: N x d -> N x (shortlist + clusters), aligned (``aligned_linear``)."""
+        return aligned_linear(x, *self._head_weights())
+
+    def _tail(self, i: int, x: Tensor) -> Tensor:
+        """Tail i logits: rows x d -> rows x cluster_size, aligned (``aligned_linear``)."""
+        h, weight = self._tail_features(i, x)
         return aligned_linear(h, [weight])
 
     def tied_weight_rows(self) -> Tensor:
@@ -202,18 +213,16 @@ class AdaptiveSoftmax(nn.Module):
         # The head's class for each row: the word itself, or its cluster's logit.
         head_target = torch.where(cluster == 0, target, self.shortlist_size - 1 + cluster)
         with self._matmuls(input):
-            head = self._head(input)  # N x (shortlist + clusters), aligned
-        nll = SoftmaxNLL.apply(upcast(head), head_target, self.inplace_backward)  # N
-        for i in range(self.n_clusters):
-            # May be empty: the tail still runs, so its weights get a zero gradient.
-            rows = (cluster == i + 1).nonzero().squeeze(1)
-            if rows.numel() == 0 and not torch.is_grad_enabled():
-                continue  # no gradient to give: skip the tail
-            with self._matmuls(input):
-                logits = self._tail(i, input.index_select(0, rows))  # rows x cluster_size, aligned
-            logits = upcast(logits)
-            in_cluster = target.index_select(0, rows) - self.cutoffs[i]
-            nll = nll.index_add(0, rows, SoftmaxNLL.apply(logits, in_cluster, self.inplace_backward))
+            nll = linear_nll(input, *self._head_weights(), head_target, self.logit_buffers[0], self.inplace_backward)
+            for i in range(self.n_clusters):
+                # May be empty: the tail still runs, so its weights get a zero gradient.
+                rows = (cluster == i + 1).nonzero().squeeze(1)
+                if rows.numel() == 0 and not torch.is_grad_enabled():
+                    continue  # no gradient to give: skip the tail
+                h, weight = self._tail_features(i, input.index_select(0, rows))
+                in_cluster = target.index_select(0, rows) - self.cutoffs[i]
+                tail_nll = linear_nll(h, [weight], None, in_cluster, self.logit_buffers[i + 1], self.inplace_backward)
+                nll = nll.index_add(0, rows, tail_nll)
         return -nll
 
     forward = target_log_prob

@@ -1,13 +1,17 @@
 """The adaptive softmax's logits and loss, one cluster (the head or a tail) at
 a time: ``aligned_linear`` computes a cluster's logits in the layout the CPU
-BLAS is fast at, ``SoftmaxNLL`` turns them into each row's negative
-log-likelihood with a backward that reuses their memory."""
+BLAS is fast at; ``linear_nll`` turns them into each row's negative
+log-likelihood in memory a ``LogitBuffer`` keeps from one training step to
+the next, with a backward that turns them into the gradient in place."""
 
+import weakref
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .precision import accumulation_dtype
 
 # Logits are computed this many columns at a time: a GEMM whose output rows have an odd width
 # (the untied head's shortlist + clusters, 2,803 at WikiText-103's cutoffs) falls off the CPU
@@ -18,55 +22,143 @@ LOGIT_ALIGN = 8
 NARROW_FEATURES = 8
 
 
-def aligned_linear(x: Tensor, weights: Sequence[Tensor], bias: Optional[Tensor] = None) -> Tensor:
-    """``F.linear(x, cat(weights), bias)`` for ``x`` N x d, N x C, with -inf columns after the C
-    real ones up to a multiple of ``LOGIT_ALIGN``: classes of probability 0 under a log-softmax,
-    whose gradient is 0, so readers of the log-probabilities only slice the real columns off.
-    On CPU with at most ``NARROW_FEATURES`` features, the weight is multiplied features-major."""
+def aligned_weight(x: Tensor, weights: Sequence[Tensor], bias: Optional[Tensor] = None):
+    """``cat(weights)`` (C x d) and ``bias`` padded with zero rows to a multiple of ``LOGIT_ALIGN``,
+    as ``(weight, bias, C, features_major)``: on CPU with at most ``NARROW_FEATURES`` features the
+    weight is d x C (contiguous), else C x d."""
     width = sum(w.size(0) for w in weights)
     pad = -width % LOGIT_ALIGN
     if pad:
         weights = [*weights, weights[0].new_zeros(pad, weights[0].size(1))]
         bias = None if bias is None else F.pad(bias, (0, pad))
     if x.device.type == "cpu" and x.size(1) <= NARROW_FEATURES:
-        weight_t = torch.cat([w.t() for w in weights], dim=1)  # d x C, contiguous
-        logits = torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
+        return torch.cat([w.t() for w in weights], dim=1), bias, width, True
+    return (weights[0] if len(weights) == 1 else torch.cat(weights)), bias, width, False
+
+
+def aligned_linear(x: Tensor, weights: Sequence[Tensor], bias: Optional[Tensor] = None) -> Tensor:
+    """``F.linear(x, cat(weights), bias)`` for ``x`` N x d, N x C, with -inf columns after the C
+    real ones up to a multiple of ``LOGIT_ALIGN``: classes of probability 0 under a log-softmax,
+    whose gradient is 0, so readers of the log-probabilities only slice the real columns off."""
+    weight, bias, width, features_major = aligned_weight(x, weights, bias)
+    if features_major:
+        logits = torch.mm(x, weight) if bias is None else torch.addmm(bias, x, weight)
     else:
-        logits = F.linear(x, weights[0] if len(weights) == 1 else torch.cat(weights), bias)
-    if pad:
-        with torch.no_grad():  # mm saves its inputs, not its output; these columns' gradient is 0
-            logits[:, width:] = float("-inf")
+        logits = F.linear(x, weight, bias)
+    with torch.no_grad():  # mm saves its inputs, not its output; these columns' gradient is 0
+        logits[:, width:] = float("-inf")
     return logits
 
 
-class SoftmaxNLL(torch.autograd.Function):
-    """Per-row nll = -log_softmax(logits)[target], with backward
-    (softmax(logits) - one_hot(target)) * grad. Saves the N x C
-    log-probabilities in place of the logits (the same memory; the logits are
-    freed), never zero-fills an N x C gradient as log_softmax + gather's
-    backward does, and with ``inplace_backward`` turns the saved tensor into
-    the gradient instead of allocating another N x C one (a large share of the
-    layer's time at a large V on CPU). That backward can then run only once."""
+class LogitBuffer:
+    """Memory kept for one cluster's logits from one training step to the next.
+
+    A large tail's logits are hundreds of MB at a large V. Allocated afresh each
+    step, all their pages fault in again: glibc hands such blocks back to the
+    system, and with the recipes' malloc settings it often grows the heap rather
+    than reuse them (benchmarks/results/logit_layout.json). While a graph that
+    has not been backpropagated still holds the memory, ``take`` allocates anew.
+    """
+
+    def __init__(self):
+        self.memory: Optional[Tensor] = None
+        self.lent = None  # a weak reference to the view a pending backward reads
+
+    def take(self, rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        if self.lent is not None and self.lent() is not None:
+            return torch.empty(rows, cols, dtype=dtype, device=device)
+        n = rows * cols
+        m = self.memory
+        if m is None or m.numel() < n or m.dtype != dtype or m.device != device:
+            m = self.memory = None  # freed before its successor is allocated
+            m = self.memory = torch.empty(n, dtype=dtype, device=device)
+        view = m[:n].view(rows, cols)
+        self.lent = weakref.ref(view)
+        return view
+
+    def __reduce__(self):  # a copy or a pickle of the model starts without memory
+        return LogitBuffer, ()
+
+
+class LinearNLL(torch.autograd.Function):
+    """Per-row nll = -log_softmax(x W^T + b)[target] over ``aligned_weight``'s
+    logits, whose -inf pad columns start at ``width``. The logits are computed
+    in ``matmul_dtype`` (an autocast's, or the inputs'), then softmaxed in
+    place in the accumulation dtype, in the ``buffer``'s memory when given.
+    Backward: d nll / d logits = (softmax - one_hot(target)) * grad, made in
+    place of the saved probabilities with ``inplace_backward`` (which can then
+    run only once), and multiplied back through W and x as autograd's mm
+    would, in ``matmul_dtype``."""
 
     @staticmethod
-    def forward(ctx, logits: Tensor, target: Tensor, inplace_backward: bool) -> Tensor:
-        log_probs = F.log_softmax(logits, dim=1)  # N x C
-        ctx.save_for_backward(log_probs, target)
+    def forward(ctx, x, weight, bias, target, width, features_major, matmul_dtype, buffer, inplace_backward):
+        with torch.autocast(x.device.type, enabled=False):  # the dtypes are chosen here
+            w = weight.to(matmul_dtype)
+            w = w if features_major else w.t()  # d x C
+            xm, b = x.to(matmul_dtype), None if bias is None else bias.to(matmul_dtype)
+            n, c, dtype = x.size(0), w.size(1), accumulation_dtype(x.dtype)
+            if buffer is None:
+                logits = (torch.mm(xm, w) if b is None else torch.addmm(b, xm, w)).to(dtype)
+            else:
+                logits = buffer.take(n, c, dtype, x.device)
+                if matmul_dtype == dtype:
+                    torch.mm(xm, w, out=logits) if b is None else torch.addmm(b, xm, w, out=logits)
+                else:
+                    logits.copy_(torch.mm(xm, w) if b is None else torch.addmm(b, xm, w))
+            logits[:, width:] = float("-inf")
+            # The backward needs softmax(logits): keep it, not the log-softmax, and get each row's
+            # log-sum-exp from its largest logit and largest probability (at least 1 / C: exact).
+            peak, target_logit = logits.amax(1), logits.gather(1, target.unsqueeze(1)).squeeze(1)
+            if x.device.type == "cpu":  # the CPU kernel reads each row before it writes it (tested)
+                probs = torch.softmax(logits, 1, out=logits)
+            else:
+                probs = F.softmax(logits, 1)
+            log_sum_exp = peak - probs.amax(1).log()
+        ctx.save_for_backward(x, weight, bias, target)
+        ctx.probs = probs  # an attribute: the buffer's weak reference then tells when it is free
+        ctx.features_major, ctx.matmul_dtype = features_major, matmul_dtype
         ctx.inplace_backward, ctx.consumed = inplace_backward, False
-        return -log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
+        return log_sum_exp - target_logit
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         if ctx.consumed:
             raise RuntimeError(
-                "AdaptiveSoftmax's backward reuses its saved log-probabilities in place, so it runs once "
+                "AdaptiveSoftmax's backward turns its saved probabilities into the gradient in place, so it runs once "
                 "per forward; to backpropagate twice (retain_graph=True, gradcheck) build it with "
                 "inplace_backward=False"
             )
-        log_probs, target = ctx.saved_tensors
+        x, weight, bias, target = ctx.saved_tensors
         ctx.consumed = ctx.inplace_backward
+        grad_logits = ctx.probs if ctx.inplace_backward else ctx.probs.clone()  # N x C
+        if ctx.inplace_backward:
+            ctx.probs = None  # the buffer is free once this backward ends
         g = grad.unsqueeze(1)  # N x 1
-        probs = log_probs.exp_() if ctx.inplace_backward else log_probs.exp()  # N x C
-        grad_logits = probs.mul_(g)  # softmax * grad
+        if (grad != 1).any():  # a summed loss's gradient is all ones: skip a pass over N x C
+            grad_logits.mul_(g)
         grad_logits.scatter_add_(1, target.unsqueeze(1), -g)
-        return grad_logits, None, None
+        gm, md = grad_logits.to(ctx.matmul_dtype), ctx.matmul_dtype
+        w = weight.to(md) if ctx.features_major else weight.to(md).t()  # d x C
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mm(gm, w.t()).to(x.dtype)
+        if ctx.needs_input_grad[1]:  # in the weight's own layout, as autograd's mm gives it
+            xm = x.to(md)
+            grad_w = (torch.mm(xm.t(), gm) if ctx.features_major else torch.mm(gm.t(), xm)).to(weight.dtype)
+        if bias is not None and ctx.needs_input_grad[2]:
+            grad_b = grad_logits.sum(0).to(bias.dtype)
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None
+
+
+def linear_nll(x: Tensor, weights: Sequence[Tensor], bias: Optional[Tensor], target: Tensor,
+               buffer: Optional[LogitBuffer] = None, inplace_backward: bool = True) -> Tensor:
+    """-log_softmax(aligned_linear(x, weights, bias))[target], per row, in the accumulation dtype
+    (fp32 for 16-bit inputs). ``buffer`` serves while gradients are tracked on CPU, where fresh
+    memory is slow; elsewhere a caching allocator (or no backward) makes it moot."""
+    weight, bias, width, features_major = aligned_weight(x, weights, bias)
+    device = x.device.type
+    autocast = torch.is_autocast_enabled(device) and x.dtype == torch.float32
+    matmul_dtype = torch.get_autocast_dtype(device) if autocast else x.dtype
+    if device != "cpu" or not torch.is_grad_enabled():
+        buffer = None
+    return LinearNLL.apply(x, weight, bias, target, width, features_major, matmul_dtype, buffer, inplace_backward)
