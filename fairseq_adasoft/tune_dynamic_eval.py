@@ -19,6 +19,7 @@ fairseq_adasoft.record protocols`` copies into the results file.
 
 import math
 import os
+import sys
 import time
 
 import torch
@@ -36,6 +37,7 @@ TOKENS = 20_000
 # size of a step depends on how many segments it averages, so tune with the test's.
 STREAMS = EVAL_PROTOCOLS["classic_test_streams"]
 STATISTICS_FILE = "dynamic_eval_stats.pt"  # beside the checkpoint
+LARGEST_EXP_ARG = math.log(sys.float_info.max)  # a mean loss beyond it has no float perplexity
 
 
 def score(model, batches, tokens: int) -> dict:
@@ -51,7 +53,8 @@ def score(model, batches, tokens: int) -> dict:
         count += int(real.sum())
         if count >= tokens or not math.isfinite(nll):  # a diverged setting need not finish
             break
-    ppl = math.exp(nll / count) if math.isfinite(nll) else math.inf  # a learning rate that diverged
+    diverged = not math.isfinite(nll) or nll / count > LARGEST_EXP_ARG  # a learning rate that diverged
+    ppl = math.inf if diverged else math.exp(nll / count)
     return {"perplexity": round(ppl, 3), "tokens": count, "seconds": round(time.perf_counter() - start, 1)}
 
 

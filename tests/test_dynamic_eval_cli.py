@@ -121,3 +121,19 @@ def test_tuner_refuses_the_test_split(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "argv", ["tune", "--data", str(tmp_path), "--save-dir", str(tmp_path), "--subset", "test"])
     with pytest.raises(ValueError, match="--subset test: tune on a validation split"):
         tune_dynamic_eval.main()
+
+
+def test_a_mean_loss_past_floats_range_scores_as_a_diverged_setting():
+    class Diverged(torch.nn.Module):  # scores every word -1,000 nats: exp(1,000) is past float's range
+        class decoder:
+            dictionary = type("Dictionary", (), {"pad": staticmethod(lambda: 1)})
+
+            @staticmethod
+            def get_normalized_probs(net_output, log_probs, sample):
+                return torch.full((*sample["target"].shape, 5), -1000.0)
+
+        def forward(self, **net_input):
+            return None
+
+    sample = {"net_input": {}, "target": torch.tensor([[2, 3]])}
+    assert tune_dynamic_eval.score(Diverged(), [sample], 10)["perplexity"] == float("inf")

@@ -80,8 +80,9 @@ class AdaptiveSoftmax(nn.Module):
             embedding, and tail i's output matrix is band i + 1's embedding.
         tie_proj: with ``tied_input``, tail i also projects with band i + 1's
             projection, transposed (fairseq's ``--tie-adaptive-proj``).
-        inplace_backward: let the loss's backward overwrite its saved
-            log-probabilities (faster, less memory; one backward per forward).
+        inplace_backward: let the loss's backward turn its saved
+            probabilities into the gradient (faster, less memory; one
+            backward per forward).
         train_autocast_dtype: while training on CPU, run the loss's head and
             tail matmuls (``target_log_prob``) under ``torch.autocast("cpu",
             train_autocast_dtype)``; the log-softmax and loss stay fp32, and

@@ -83,15 +83,17 @@ class LogitBuffer:
 class LinearNLL(torch.autograd.Function):
     """Per-row nll = -log_softmax(x W^T + b)[target] over ``aligned_weight``'s
     logits, whose -inf pad columns start at ``width``. The logits are computed
-    in ``matmul_dtype`` (an autocast's, or the inputs'), then softmaxed in
-    place in the accumulation dtype, in the ``buffer``'s memory when given.
+    in ``matmul_dtype`` (an autocast's, or the inputs'), then, in the
+    accumulation dtype and in place (in the ``buffer``'s memory when given),
+    softmaxed for the backward when gradients are tracked (``track``), else
+    log-softmaxed.
     Backward: d nll / d logits = (softmax - one_hot(target)) * grad, made in
     place of the saved probabilities with ``inplace_backward`` (which can then
     run only once), and multiplied back through W and x as autograd's mm
     would, in ``matmul_dtype``."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, target, width, features_major, matmul_dtype, buffer, inplace_backward):
+    def forward(ctx, x, weight, bias, target, width, features_major, matmul_dtype, track, buffer, inplace_backward):
         with torch.autocast(x.device.type, enabled=False):  # the dtypes are chosen here
             w = weight.to(matmul_dtype)
             w = w if features_major else w.t()  # d x C
@@ -106,13 +108,14 @@ class LinearNLL(torch.autograd.Function):
                 else:
                     logits.copy_(torch.mm(xm, w) if b is None else torch.addmm(b, xm, w))
             logits[:, width:] = float("-inf")
+            in_place = x.device.type == "cpu"  # the CPU kernels read each row before they write it (tested)
+            if not track:  # scoring: the log-probabilities, as log_prob computes them
+                log_probs = torch.log_softmax(logits, 1, out=logits) if in_place else F.log_softmax(logits, 1)
+                return -log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
             # The backward needs softmax(logits): keep it, not the log-softmax, and get each row's
             # log-sum-exp from its largest logit and largest probability (at least 1 / C: exact).
             peak, target_logit = logits.amax(1), logits.gather(1, target.unsqueeze(1)).squeeze(1)
-            if x.device.type == "cpu":  # the CPU kernel reads each row before it writes it (tested)
-                probs = torch.softmax(logits, 1, out=logits)
-            else:
-                probs = F.softmax(logits, 1)
+            probs = torch.softmax(logits, 1, out=logits) if in_place else F.softmax(logits, 1)
             log_sum_exp = peak - probs.amax(1).log()
         ctx.save_for_backward(x, weight, bias, target)
         ctx.probs = probs  # an attribute: the buffer's weak reference then tells when it is free
@@ -147,18 +150,20 @@ class LinearNLL(torch.autograd.Function):
             grad_w = (torch.mm(xm.t(), gm) if ctx.features_major else torch.mm(gm.t(), xm)).to(weight.dtype)
         if bias is not None and ctx.needs_input_grad[2]:
             grad_b = grad_logits.sum(0).to(bias.dtype)
-        return grad_x, grad_w, grad_b, None, None, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
 
 
 def linear_nll(x: Tensor, weights: Sequence[Tensor], bias: Optional[Tensor], target: Tensor,
                buffer: Optional[LogitBuffer] = None, inplace_backward: bool = True) -> Tensor:
     """-log_softmax(aligned_linear(x, weights, bias))[target], per row, in the accumulation dtype
     (fp32 for 16-bit inputs). ``buffer`` serves while gradients are tracked on CPU, where fresh
-    memory is slow; elsewhere a caching allocator (or no backward) makes it moot."""
+    memory is slow; elsewhere a caching allocator (or no backward) makes it moot. Without
+    gradients to track, the scores are the log-softmax's, as ``log_prob``'s are."""
     weight, bias, width, features_major = aligned_weight(x, weights, bias)
     device = x.device.type
     autocast = torch.is_autocast_enabled(device) and x.dtype == torch.float32
     matmul_dtype = torch.get_autocast_dtype(device) if autocast else x.dtype
-    if device != "cpu" or not torch.is_grad_enabled():
-        buffer = None
-    return LinearNLL.apply(x, weight, bias, target, width, features_major, matmul_dtype, buffer, inplace_backward)
+    track = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    buffer = buffer if track and device == "cpu" else None
+    return LinearNLL.apply(x, weight, bias, target, width, features_major, matmul_dtype, track, buffer,
+                           inplace_backward)
