@@ -114,7 +114,8 @@ def pair_runs(work: str, quick: bool, repeats: int, updates: int, corpora: list,
     """The one-process speed goals' pairs of ``corpora``, each run in turn ``repeats`` times
     (a, b, a, b, ...; with several plugins, each plugin's pair in turn), so a drift in the
     machine's speed reaches all alike. Per plugin label and corpus: words/s over all of each
-    variant's logged intervals, each run's median, and the ratio of the medians."""
+    variant's logged intervals, each run's median, the ratio of the medians, and each repeat's
+    ratio of its two runs' medians."""
     out = {label: {} for label in plugins}
     for corpus in corpora:
         pair = SIDE_BY_SIDE[corpus]
@@ -137,6 +138,7 @@ def pair_runs(work: str, quick: bool, repeats: int, updates: int, corpora: list,
             wps = {v: spread(intervals[label, v]) for v in pair}
             out[label][corpus] = {"pair": list(pair), "words_per_s": wps,
                                   "run_medians": {v: medians[label, v] for v in pair},
+                                  "repeat_ratios": [ratio(b, a) for a, b in zip(*(medians[label, v] for v in pair))],
                                   "ratio": ratio(wps[pair[1]]["median"], wps[pair[0]]["median"]),
                                   "command": commands[label]}
     return out

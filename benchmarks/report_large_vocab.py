@@ -38,7 +38,9 @@ def large_vocab_table(r: Results) -> str:
         f"WikiText-2 validation perplexity after {q['a']['updates']} updates of the main job's flags: "
         f"(a) {f2(q['a']['valid_ppl'])}, (c) {f2(q['c']['valid_ppl'])} "
         f"({100 * r.get(n, 'derived', 'wikitext2_c_valid_ppl_gap'):+.1f}%). The goals, as the file judges them:", "",
-        *goals, "", side_by_side(r), "", before_after(r), "", one_process_bound(r), "", logit_layout_table(r),
+        *goals, "", side_by_side(r), "", before_after(r), "", one_process_bound(r), "",
+        logit_layout_table(r, "logit_layout", "the recipes' malloc settings"), "",
+        logit_layout_table(r, "logit_layout_glibc_malloc", "glibc's own malloc settings, as a plain fairseq-train run"),
     ])
 
 
@@ -49,8 +51,10 @@ def side_by_side(r: Results) -> str:
     for corpus, label in LARGE_VOCAB_CORPORA:
         a, b = r.get(n, corpus, "pair")
         runs = r.get(n, corpus, "run_medians")
+        repeats = r.get(n, corpus, "repeat_ratios")
         pairs.append(f"({b}) / ({a}) at {label}: {r.get(n, corpus, 'ratio'):.3f} (runs of ({a}): "
-                     f"{', '.join(n0(x) for x in runs[a])} words/s; of ({b}): {', '.join(n0(x) for x in runs[b])})")
+                     f"{', '.join(n0(x) for x in runs[a])} words/s; of ({b}): {', '.join(n0(x) for x in runs[b])}; "
+                     f"each repeat's ratio: {', '.join(f'{x:.3f}' for x in repeats)})")
     goals = ", ".join(f"`{goal}` {'met' if met else '**not met**'}" for goal, met in r.get(n, "goals").items())
     return (f"The same one-process runs, each pair in turn {len(runs[a])} times so that a drift in the machine's "
             f"speed reaches both alike ({code(n)}, {machine(r, n)}; the ratio of the medians over all logged "
@@ -91,19 +95,21 @@ def one_process_bound(r: Results) -> str:
             f"{n0(extra / (goal - 1))} ms.")
 
 
-def logit_layout_table(r: Results) -> str:
+def logit_layout_table(r: Results, n: str, malloc: str) -> str:
     """The adaptive softmax's forward + backward under each logit layout (``benchmarks.logit_layout``)."""
-    n = "logit_layout"
     layouts = list(r.get(n, "layouts"))
     rows = [[f"V = {row['V']:,}, cutoffs {row['cutoffs']}", "tied" if row["tied"] else "untied", row["head_width"],
-             row["targets"], *(f2(row["ms"][k]["median"]) for k in layouts), x2(row["plain_over_default"])]
+             row["targets"], *(f2(row["ms"][k]["median"]) for k in layouts), x2(row["plain_over_default"]),
+             x2(row["ms"]["unbuffered"]["median"] / row["ms"]["default"]["median"])]
             for row in r.get(n, "rows")]
     return "\n".join([
-        f"#### The adaptive softmax's logit layout (`python -m benchmarks.logit_layout`, {code(n)}, {machine(r, n)})", "",
+        f"#### The adaptive softmax's logit layout and memory, {malloc} (`{r.get(n, 'command')}`, {code(n)}, "
+        f"{machine(r, n)})", "",
         f"One training step's output layer and loss (N = {r.get(n, 'N'):,} rows, d = {r.get(n, 'd')}), forward + "
         f"backward in ms, median of {r.get(n, 'rounds')} rounds alternating the layouts: `plain` (logits as wide as "
-        "their classes), `aligned` (rows padded with -inf columns to a multiple of 8) and `default` (aligned, and tails "
-        "of at most 8 features multiplied features-major; `fairseq_adasoft/modules/logits.py`). `shortlist` targets "
-        "leave the tails no rows, so they time the head alone.", "",
-        table(["vocabulary", "head", "head width", "targets", *layouts, "plain / default"], rows),
+        "their classes), `aligned` (rows padded with -inf columns to a multiple of 8), `unbuffered` (aligned, and "
+        "tails of at most 8 features multiplied features-major) and `default` (unbuffered, and the logits in memory "
+        "kept from one step to the next; `fairseq_adasoft/modules/logits.py`). The first three allocate the logits "
+        "afresh every step. `shortlist` targets leave the tails no rows, so they time the head alone.", "",
+        table(["vocabulary", "head", "head width", "targets", *layouts, "plain / default", "unbuffered / default"], rows),
     ])

@@ -92,6 +92,7 @@ def test_pair_runs_take_each_plugins_pair_in_turn_and_judge_each_plugin_apart(mo
     assert calls == [("old", "a"), ("old", "b"), ("new", "a"), ("new", "b")] * 2
     assert out["baseline"]["zipf"]["ratio"] == 1.2 and out["current"]["zipf"]["ratio"] == large_vocab.ratio(150, 110)
     assert out["current"]["zipf"]["run_medians"] == {"a": [110.0, 110.0], "b": [150.0, 150.0]}
+    assert out["baseline"]["zipf"]["repeat_ratios"] == [1.2, 1.2]
     assert out["baseline"]["zipf"]["command"] == "fairseq-train --user-dir old"
 
 
