@@ -33,9 +33,11 @@ import argparse
 import os
 import tempfile
 
+import torch
+
 from benchmarks import step_breakdown, zipf_corpus
 from benchmarks.before_after import baseline_worktree, check_plugin, run_child
-from benchmarks.common import BIN, DATA, MALLOC_ENV, PLUGIN_DIR, ROOT, spread, write_result
+from benchmarks.common import BIN, DATA, MALLOC_ENV, PLUGIN_DIR, ROOT, spread, time_ms, write_result
 from fairseq_adasoft.logs import json_records
 from fairseq_adasoft.modules.hardware import cpu_has_native_bf16
 from fairseq_adasoft.presets import ARCHITECTURES, MAIN_JOB
@@ -64,6 +66,19 @@ QUALITY_UPDATES = 600  # about one epoch of WikiText-2 at the main job's batch
 # --no-save: a run never resumes an earlier one's checkpoint (of other flags, or already finished).
 QUALITY = ["--no-save", "--stateful-bptt", "--lr", str(MAIN_JOB["lr"]), "--lr-scheduler", "polynomial_decay",
            "--warmup-updates", "100", "--end-learning-rate", "0.0001", "--log-interval", "100"]
+
+
+# (a)'s embedding at V = 267,744 in fp32: the size its gradient, clipping and Adam stream every step.
+EMBEDDING_BYTES = zipf_corpus.BENCHMARK["vocab"] * ARCHITECTURES[ARCH]["embed_dim"] * 4
+
+
+def copy_gb_per_s(nbytes: int = EMBEDDING_BYTES) -> float:
+    """The memory bandwidth the machine gives now: GB read + written per second by copying
+    ``nbytes`` (median of a few copies). (a)'s extra work over (b) is such passes."""
+    src = torch.ones(nbytes // 4)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), repeats=5)["median"]
+    return round(2 * nbytes / ms / 1e6, 1)
 
 
 def fairseq_flags(plugin: str = PLUGIN_DIR) -> list:
@@ -114,16 +129,17 @@ def pair_runs(work: str, quick: bool, repeats: int, updates: int, corpora: list,
     """The one-process speed goals' pairs of ``corpora``, each run in turn ``repeats`` times
     (a, b, a, b, ...; with several plugins, each plugin's pair in turn), so a drift in the
     machine's speed reaches all alike. Per plugin label and corpus: words/s over all of each
-    variant's logged intervals, each run's median, the ratio of the medians, and each repeat's
-    ratio of its two runs' medians."""
+    variant's logged intervals, each run's median, the ratio of the medians, each repeat's
+    ratio of its two runs' medians, and the memory bandwidth before each repeat."""
     out = {label: {} for label in plugins}
     for corpus in corpora:
         pair = SIDE_BY_SIDE[corpus]
         data = zipf_corpus.benchmark_corpus(corpus, work, quick, DATA)
         intervals = {(label, v): [] for label in plugins for v in pair}
         medians = {(label, v): [] for label in plugins for v in pair}
-        commands = {}
+        commands, bandwidth = {}, []
         for repeat in range(repeats):
+            bandwidth.append(copy_gb_per_s())
             for label, plugin in plugins.items():
                 for v in pair:
                     log = os.path.join(work, "large_vocab", f"side-by-side-{corpus}-{label}-{v}-{repeat}.log")
@@ -139,6 +155,7 @@ def pair_runs(work: str, quick: bool, repeats: int, updates: int, corpora: list,
             out[label][corpus] = {"pair": list(pair), "words_per_s": wps,
                                   "run_medians": {v: medians[label, v] for v in pair},
                                   "repeat_ratios": [ratio(b, a) for a, b in zip(*(medians[label, v] for v in pair))],
+                                  "copy_gb_per_s_before_each_repeat": bandwidth,
                                   "ratio": ratio(wps[pair[1]]["median"], wps[pair[0]]["median"]),
                                   "command": commands[label]}
     return out

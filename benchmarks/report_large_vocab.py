@@ -54,7 +54,8 @@ def side_by_side(r: Results) -> str:
         repeats = r.get(n, corpus, "repeat_ratios")
         pairs.append(f"({b}) / ({a}) at {label}: {r.get(n, corpus, 'ratio'):.3f} (runs of ({a}): "
                      f"{', '.join(n0(x) for x in runs[a])} words/s; of ({b}): {', '.join(n0(x) for x in runs[b])}; "
-                     f"each repeat's ratio: {', '.join(f'{x:.3f}' for x in repeats)})")
+                     f"each repeat's ratio: {', '.join(f'{x:.3f}' for x in repeats)}, after a memory copy at "
+                     f"{', '.join(f'{x:g}' for x in r.get(n, corpus, 'copy_gb_per_s_before_each_repeat'))} GB/s)")
     goals = ", ".join(f"`{goal}` {'met' if met else '**not met**'}" for goal, met in r.get(n, "goals").items())
     return (f"The same one-process runs, each pair in turn {len(runs[a])} times so that a drift in the machine's "
             f"speed reaches both alike ({code(n)}, {machine(r, n)}; the ratio of the medians over all logged "

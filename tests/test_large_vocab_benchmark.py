@@ -88,12 +88,19 @@ def test_pair_runs_take_each_plugins_pair_in_turn_and_judge_each_plugin_apart(mo
 
     monkeypatch.setattr(large_vocab, "train_speed", fake_train_speed)
     monkeypatch.setattr(large_vocab.zipf_corpus, "benchmark_corpus", lambda *args: "data")
+    monkeypatch.setattr(large_vocab, "copy_gb_per_s", iter([20.0, 30.0]).__next__)  # once before each repeat
     out = large_vocab.pair_runs(str(tmp_path), True, 2, 10, ["zipf"], {"baseline": "old", "current": "new"})
     assert calls == [("old", "a"), ("old", "b"), ("new", "a"), ("new", "b")] * 2
     assert out["baseline"]["zipf"]["ratio"] == 1.2 and out["current"]["zipf"]["ratio"] == large_vocab.ratio(150, 110)
     assert out["current"]["zipf"]["run_medians"] == {"a": [110.0, 110.0], "b": [150.0, 150.0]}
     assert out["baseline"]["zipf"]["repeat_ratios"] == [1.2, 1.2]
+    assert out["current"]["zipf"]["copy_gb_per_s_before_each_repeat"] == [20.0, 30.0]
     assert out["baseline"]["zipf"]["command"] == "fairseq-train --user-dir old"
+
+
+def test_copy_bandwidth_is_bytes_read_and_written_per_second(monkeypatch):
+    monkeypatch.setattr(large_vocab, "time_ms", lambda fn, repeats: (fn(), {"median": 2.0})[1])
+    assert large_vocab.copy_gb_per_s(4_000_000) == 4.0  # 8 MB in 2 ms
 
 
 def test_corpus_and_baseline_rev_need_what_they_qualify():
