@@ -142,9 +142,7 @@ def readme_commands(r: Results) -> str:
 
 
 # The files that measure (b) / (a) in one process at V = 267,744, and where each keeps it.
-# large_vocab_side_by_side_first: the same command on the same code an hour before the kept one.
 ONE_PROCESS_FILES = {"large_vocab": ("derived", "zipf_b_over_a_one_process"),
-                     "large_vocab_side_by_side_first": ("zipf", "ratio"),
                      "large_vocab_side_by_side": ("zipf", "ratio"),
                      "large_vocab_before_after": ("current", "zipf", "ratio")}
 
@@ -190,7 +188,7 @@ def readme_results(r: Results) -> str:
          f"{x2(r.get(ev, 'derived', 'zipf', 'memory_ratio_a_vs_b', 'blocks'))} less peak memory; same perplexities",
          machine(r, ev), code(ev)],
         ["adaptive input vs plain embedding, V = 267,744",
-         f"{one_process_range(r)} the training words/s in one process (one file of single runs, three of runs in turn; "
+         f"{one_process_range(r)} the training words/s in one process (one file of single runs, two of runs in turn; "
          "the ratio moves with the shared machine's state between runs), "
          f"{x2(r.get(lv, 'derived', 'zipf_b_over_a_ddp'))} under 2-process DDP, "
          f"{x2(r.get(lv, 'derived', 'zipf_io_train_state_a_over_b'))} less training state in the input and output layers; "

@@ -57,16 +57,9 @@ def side_by_side(r: Results) -> str:
                      f"each repeat's ratio: {', '.join(f'{x:.3f}' for x in repeats)}, after a memory copy at "
                      f"{', '.join(f'{x:g}' for x in r.get(n, corpus, 'copy_gb_per_s_before_each_repeat'))} GB/s)")
     goals = ", ".join(f"`{goal}` {'met' if met else '**not met**'}" for goal, met in r.get(n, "goals").items())
-    first = "large_vocab_side_by_side_first"
-    earlier = ", ".join(f"{label}: {r.get(first, corpus, 'ratio'):.3f} (each repeat's ratio: "
-                        f"{', '.join(f'{x:.3f}' for x in r.get(first, corpus, 'repeat_ratios'))})"
-                        for corpus, label in LARGE_VOCAB_CORPORA)
-    first_goals = ", ".join(f"`{goal}` {'met' if met else '**not met**'}" for goal, met in r.get(first, "goals").items())
     return (f"The same one-process runs, each pair in turn {len(runs[a])} times so that a drift in the machine's "
             f"speed reaches both alike ({code(n)}, {machine(r, n)}, {r.get(n, 'date')[:16]} UTC; the ratio of the "
-            f"medians over all logged intervals): {'; '.join(pairs)}. As that file judges them: {goals}. The same "
-            f"command on the same library code, at {r.get(first, 'date')[:16]} UTC ({code(first)}): {earlier}; "
-            f"{first_goals}.")
+            f"medians over all logged intervals): {'; '.join(pairs)}. As that file judges them: {goals}.")
 
 
 def before_after(r: Results) -> str:
