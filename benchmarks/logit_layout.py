@@ -74,19 +74,20 @@ def step_ms(module: nn.Module, x: torch.Tensor, t: torch.Tensor, rounds: int) ->
         (-module.target_log_prob(x, t).sum()).backward()
 
     own = module.logit_buffers
+
+    def use(layout):
+        for attr, value in layout.items():
+            if attr != "buffered":
+                setattr(logits, attr, value)
+        module.logit_buffers = own if layout["buffered"] else [None] * len(own)  # None: fresh memory
+
     try:
         for _ in range(rounds):
             for name, layout in LAYOUTS.items():
-                for attr, value in layout.items():
-                    if attr != "buffered":
-                        setattr(logits, attr, value)
-                module.logit_buffers = own if layout["buffered"] else [None] * len(own)  # None: fresh memory
+                use(layout)
                 samples[name].append(time_ms(step, repeats=CALLS)["median"])
     finally:
-        for attr, value in LAYOUTS["default"].items():
-            if attr != "buffered":
-                setattr(logits, attr, value)
-        module.logit_buffers = own
+        use(LAYOUTS["default"])
     return {name: spread(s) for name, s in samples.items()}
 
 

@@ -36,15 +36,23 @@ def aligned_weight(x: Tensor, weights: Sequence[Tensor], bias: Optional[Tensor] 
     return (weights[0] if len(weights) == 1 else torch.cat(weights)), bias, width, False
 
 
+def _d_by_c(weight: Tensor, features_major: bool, dtype: torch.dtype) -> Tensor:
+    """``aligned_weight``'s weight in ``dtype`` as the d x C right-hand side of a matmul."""
+    w = weight.to(dtype)
+    return w if features_major else w.t()
+
+
+def _matmul(x: Tensor, w: Tensor, bias: Optional[Tensor], out: Optional[Tensor] = None) -> Tensor:
+    """``x @ w (+ bias)``, into ``out`` when given (``F.linear`` is this with ``w = weight.t()``)."""
+    return torch.mm(x, w, out=out) if bias is None else torch.addmm(bias, x, w, out=out)
+
+
 def aligned_linear(x: Tensor, weights: Sequence[Tensor], bias: Optional[Tensor] = None) -> Tensor:
     """``F.linear(x, cat(weights), bias)`` for ``x`` N x d, N x C, with -inf columns after the C
     real ones up to a multiple of ``LOGIT_ALIGN``: classes of probability 0 under a log-softmax,
     whose gradient is 0, so readers of the log-probabilities only slice the real columns off."""
     weight, bias, width, features_major = aligned_weight(x, weights, bias)
-    if features_major:
-        logits = torch.mm(x, weight) if bias is None else torch.addmm(bias, x, weight)
-    else:
-        logits = F.linear(x, weight, bias)
+    logits = _matmul(x, _d_by_c(weight, features_major, weight.dtype), bias)
     with torch.no_grad():  # mm saves its inputs, not its output; these columns' gradient is 0
         logits[:, width:] = float("-inf")
     return logits
@@ -95,18 +103,17 @@ class LinearNLL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, target, width, features_major, matmul_dtype, track, buffer, inplace_backward):
         with torch.autocast(x.device.type, enabled=False):  # the dtypes are chosen here
-            w = weight.to(matmul_dtype)
-            w = w if features_major else w.t()  # d x C
+            w = _d_by_c(weight, features_major, matmul_dtype)
             xm, b = x.to(matmul_dtype), None if bias is None else bias.to(matmul_dtype)
             n, c, dtype = x.size(0), w.size(1), accumulation_dtype(x.dtype)
             if buffer is None:
-                logits = (torch.mm(xm, w) if b is None else torch.addmm(b, xm, w)).to(dtype)
+                logits = _matmul(xm, w, b).to(dtype)
             else:
                 logits = buffer.take(n, c, dtype, x.device)
                 if matmul_dtype == dtype:
-                    torch.mm(xm, w, out=logits) if b is None else torch.addmm(b, xm, w, out=logits)
+                    _matmul(xm, w, b, out=logits)
                 else:
-                    logits.copy_(torch.mm(xm, w) if b is None else torch.addmm(b, xm, w))
+                    logits.copy_(_matmul(xm, w, b))
             logits[:, width:] = float("-inf")
             in_place = x.device.type == "cpu"  # the CPU kernels read each row before they write it (tested)
             if not track:  # scoring: the log-probabilities, as log_prob computes them
@@ -120,28 +127,27 @@ class LinearNLL(torch.autograd.Function):
         ctx.save_for_backward(x, weight, bias, target)
         ctx.probs = probs  # an attribute: the buffer's weak reference then tells when it is free
         ctx.features_major, ctx.matmul_dtype = features_major, matmul_dtype
-        ctx.inplace_backward, ctx.consumed = inplace_backward, False
+        ctx.inplace_backward = inplace_backward
         return log_sum_exp - target_logit
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        if ctx.consumed:
+        if ctx.probs is None:  # an in-place backward already ran
             raise RuntimeError(
                 "AdaptiveSoftmax's backward turns its saved probabilities into the gradient in place, so it runs once "
                 "per forward; to backpropagate twice (retain_graph=True, gradcheck) build it with "
                 "inplace_backward=False"
             )
         x, weight, bias, target = ctx.saved_tensors
-        ctx.consumed = ctx.inplace_backward
         grad_logits = ctx.probs if ctx.inplace_backward else ctx.probs.clone()  # N x C
         if ctx.inplace_backward:
-            ctx.probs = None  # the buffer is free once this backward ends
+            ctx.probs = None  # consumed; the buffer is free once this backward ends
         g = grad.unsqueeze(1)  # N x 1
         if (grad != 1).any():  # a summed loss's gradient is all ones: skip a pass over N x C
             grad_logits.mul_(g)
         grad_logits.scatter_add_(1, target.unsqueeze(1), -g)
         gm, md = grad_logits.to(ctx.matmul_dtype), ctx.matmul_dtype
-        w = weight.to(md) if ctx.features_major else weight.to(md).t()  # d x C
+        w = _d_by_c(weight, ctx.features_major, md)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.mm(gm, w.t()).to(x.dtype)
