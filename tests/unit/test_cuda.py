@@ -1,6 +1,6 @@
 """CUDA and 16-bit checks of the plain-torch modules; skipped without a GPU.
 
-Run on a GPU machine: ``python -m pytest -q tests/test_cuda.py``
+Run on a GPU machine: ``python -m pytest -q tests/unit/test_cuda.py``
 (``benchmarks/gpu_fp16_check.sh`` does, then trains with ``--fp16``)."""
 
 import copy
@@ -121,7 +121,7 @@ def test_adaptive_softmax_under_autocast_fp16_matches_fp32_cpu():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_triton_kernel_layer_on_cuda_equals_the_torch_ops(dtype):
-    """--qrnn-kernel triton compiled for the GPU (tests/test_triton_qrnn.py runs it interpreted on CPU)."""
+    """--qrnn-kernel triton compiled for the GPU (tests/unit/test_triton_qrnn.py runs it interpreted on CPU)."""
     pytest.importorskip("triton")
     from fairseq_adasoft.modules import QRNNLayer
 
