@@ -143,7 +143,9 @@ class LinearNLL(torch.autograd.Function):
         if ctx.inplace_backward:
             ctx.probs = None  # consumed; the buffer is free once this backward ends
         g = grad.unsqueeze(1)  # N x 1
-        if (grad != 1).any():  # a summed loss's gradient is all ones: skip a pass over N x C
+        # A summed loss's gradient is all ones: on CPU, where reading it costs no device sync, skip a
+        # pass over N x C; elsewhere (CUDA) multiply, since testing the values would wait for the device.
+        if grad.device.type != "cpu" or (grad != 1).any():
             grad_logits.mul_(g)
         grad_logits.scatter_add_(1, target.unsqueeze(1), -g)
         gm, md = grad_logits.to(ctx.matmul_dtype), ctx.matmul_dtype

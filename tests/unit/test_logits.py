@@ -3,13 +3,14 @@ log_softmax, and the LogitBuffer memory it reuses from one step to the next."""
 
 import copy
 import pickle
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from fairseq_adasoft.modules import AdaptiveSoftmax
-from fairseq_adasoft.modules.logits import NARROW_FEATURES, LogitBuffer, aligned_linear, linear_nll
+from fairseq_adasoft.modules.logits import NARROW_FEATURES, LinearNLL, LogitBuffer, aligned_linear, linear_nll
 
 D, V, CUTOFFS, N = 16, 100, [10, 40], 64
 
@@ -55,6 +56,18 @@ def test_autocast_computes_the_matmuls_in_bf16_as_autograd_under_autocast_does(f
     for a, e in zip(torch.autograd.grad(mine.sum(), [x, w]), torch.autograd.grad(theirs.sum(), [x, w])):
         assert a.dtype == torch.float32
         torch.testing.assert_close(a, e, rtol=0.02, atol=1e-3)  # bf16 products, summed in another order
+
+
+@pytest.mark.parametrize("inplace", [True, False])
+def test_backward_off_cpu_never_reads_the_upstream_gradient_back(inplace):
+    # Reading a CUDA tensor on the host (bool, .item(), an `if` on .any()) waits for the device. A
+    # meta tensor has no data, so any such read raises: its backward must run through to the grads.
+    meta = dict(device="meta", dtype=torch.float64)
+    x, w, target = torch.empty(N, D, **meta), torch.empty(16, D, **meta), torch.zeros(N, dtype=torch.long, device="meta")
+    ctx = SimpleNamespace(probs=torch.empty(N, 16, **meta), saved_tensors=(x, w, None, target), features_major=False,
+                          matmul_dtype=torch.float64, inplace_backward=inplace, needs_input_grad=(True, True, False))
+    grad_x, grad_w, *_ = LinearNLL.backward(ctx, torch.ones(N, **meta))
+    assert grad_x.shape == x.shape and grad_w.shape == w.shape
 
 
 def layer_and_unbuffered_copy():
