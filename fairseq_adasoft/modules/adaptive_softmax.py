@@ -21,7 +21,10 @@ weights can be compared, but unlike it (and fairseq's ``AdaptiveSoftmax``):
 * scoring (fairseq-eval-lm, the hub's ``score``) is target-aware: only the head
   and the tails the targets fall in run, and no N x V tensor is built
   (``get_log_prob`` with a target returns a ``LazyLogProbs``);
-* no in-place operations sit on the autograd path;
+* by default (``inplace_backward``) the loss's backward turns each cluster's
+  saved probabilities into its gradient in place, so a graph backpropagates
+  once; build with ``inplace_backward=False`` to backpropagate twice
+  (``retain_graph=True``, ``gradcheck``);
 * each cluster's logits are computed in the layout the CPU BLAS is fast at
   (``modules/logits.py``): rows padded to an aligned width with -inf columns,
   filled outside autograd (their gradient is 0); while training on CPU they
