@@ -38,7 +38,7 @@ from benchmarks import zipf_corpus
 from benchmarks.before_after import baseline_worktree, check_plugin, code_digest, run_child
 from benchmarks.common import BIN, DATA, MALLOC_ENV, PLUGIN_DIR, ROOT, tagged, write_result
 from fairseq_adasoft.logs import EVAL_RE, EVALUATED_RE
-from fairseq_adasoft.modules.hardware import cpu_has_native_bf16
+from fairseq_adasoft.hardware import cpu_has_native_bf16
 from fairseq_adasoft.presets import ARCHITECTURES, EVAL_PROTOCOLS
 from fairseq_adasoft.tasks.language_modeling_freqsorted import NEURAL_CACHE_LAMBDA, NEURAL_CACHE_THETA
 

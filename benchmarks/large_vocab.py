@@ -39,7 +39,7 @@ from benchmarks import step_breakdown, zipf_corpus
 from benchmarks.before_after import baseline_worktree, check_plugin, run_child
 from benchmarks.common import BIN, DATA, MALLOC_ENV, PLUGIN_DIR, ROOT, spread, time_ms, write_result
 from fairseq_adasoft.logs import json_records
-from fairseq_adasoft.modules.hardware import cpu_has_native_bf16
+from fairseq_adasoft.hardware import cpu_has_native_bf16
 from fairseq_adasoft.presets import ARCHITECTURES, MAIN_JOB
 
 VARIANTS = {

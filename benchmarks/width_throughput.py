@@ -19,7 +19,7 @@ import os
 
 from benchmarks.common import DATA, tagged, write_result
 from benchmarks.lm_throughput import STREAMS, TOKENS_PER_SAMPLE, run
-from fairseq_adasoft.modules.hardware import cpu_has_native_bf16
+from fairseq_adasoft.hardware import cpu_has_native_bf16
 from fairseq_adasoft.presets import MAIN_JOB
 from fairseq_adasoft.record import train_tokens
 

@@ -4,7 +4,7 @@ Importing the package registers, with fairseq's registries, the ``qrnn_lm``
 architecture family, the ``adaptive_softmax`` criterion, the
 ``language_modeling_freqsorted`` task and the ``timed_polynomial_decay``
 learning-rate schedule (``--user-dir`` does this import), and makes fairseq's
-checkpoint copies atomic and its datasets work with numpy 2;
+checkpoint copies atomic and its datasets work with numpy 2 (``compat.py``);
 ``python -m fairseq_adasoft --help`` lists the flags they add.
 ``fairseq_adasoft.modules`` needs torch alone, so without fairseq installed
 the package imports with nothing to register.
@@ -15,8 +15,7 @@ import importlib.util
 __version__ = "0.1.0"
 
 if importlib.util.find_spec("fairseq") is not None:
-    from . import numpy_compat  # noqa: F401  (numpy 2 lacks the np.compat.long fairseq's datasets read)
-    from . import criterions, lr_schedulers, models, tasks  # noqa: F401
-    from .checkpoints import install as _atomic_checkpoints
+    from . import compat
 
-    _atomic_checkpoints()  # before fairseq-train saves or loads anything (see checkpoints.py)
+    compat.install()  # numpy 2's np.compat.long, atomic checkpoint copies (before fairseq-train saves anything)
+    from . import criterions, lr_schedulers, models, tasks  # noqa: E402,F401

@@ -50,7 +50,7 @@ def git_revision(root: str = PACKAGE_PARENT) -> str:
 def machine_info() -> dict:
     import torch
 
-    from fairseq_adasoft.modules import hardware
+    from fairseq_adasoft import hardware
 
     cpu = hardware.first_cpu()
     info = {

@@ -26,7 +26,7 @@ from fairseq_adasoft.modules import (
     parse_cutoffs,
 )
 from fairseq_adasoft.models.dynamic_eval import DynamicEvalDecoder
-from fairseq_adasoft.modules.hardware import cpu_has_native_bf16
+from fairseq_adasoft.hardware import cpu_has_native_bf16
 
 logger = logging.getLogger(__name__)
 

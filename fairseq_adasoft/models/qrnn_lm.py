@@ -19,7 +19,7 @@ from torch import Tensor
 from fairseq_adasoft.models.qrnn_decoder import QRNNDecoder
 from fairseq_adasoft.modules import DynamicEvalSetup, NeuralCache
 from fairseq_adasoft.modules.qrnn import KERNELS
-from fairseq_adasoft.modules.flag_ranges import AT_LEAST_ONE, PROBABILITY, Range, check_flag_ranges
+from fairseq_adasoft.flag_ranges import AT_LEAST_ONE, PROBABILITY, Range, check_flag_ranges
 
 # The state-dict key of the dictionary's CRC. "version" in it makes fairseq's
 # --store-ema copy the integer instead of averaging it, which fails

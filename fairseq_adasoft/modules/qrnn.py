@@ -14,6 +14,7 @@ elementwise fo-pooling recurrence (``forget_mult``) sequentially:
 (``T x B x C``), ``forward(input, hidden=None) -> (output, hidden)``.
 """
 
+import functools
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -22,7 +23,17 @@ from torch import Tensor, nn
 
 from .dropout import LockedDropout
 from .forget_mult import forget_mult
-from .hardware import cpu_conv_gates_pay
+
+# torch's CPU capability on which oneDNN's conv1d beats the GEMM for window-2 gates;
+# on AVX2 its backward-weights kernel is slow (benchmarks/qrnn_layer.py measures both).
+CONV_GATES_CPU_CAPABILITY = "AVX512"
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_conv_gates_pay() -> bool:
+    """Whether window-2 QRNN gates run faster as oneDNN's conv1d on this CPU."""
+    return torch.backends.cpu.get_cpu_capability() == CONV_GATES_CPU_CAPABILITY
+
 
 # Per-layer recurrent state: the last cell state c_T (B x H) and, for
 # window 2, the last input x_T (B x C) that the next chunk's first step sees.

@@ -26,7 +26,7 @@ from omegaconf import II
 
 from fairseq_adasoft.modules import DynamicEvalSetup, NeuralCache
 from fairseq_adasoft.presets import DYNAMIC_EVAL
-from fairseq_adasoft.modules.flag_ranges import AT_LEAST_ONE, POSITIVE, SHARE, Range, check_flag_ranges
+from fairseq_adasoft.flag_ranges import AT_LEAST_ONE, POSITIVE, SHARE, Range, check_flag_ranges
 from fairseq_adasoft.tasks.cutoffs import log_cluster_shares, resolve_cutoffs
 from fairseq_adasoft.tasks.splits import check_split
 from fairseq_adasoft.tasks.streams import StreamBatches, TokenStream, load_token_stream, stream_batch_iterator

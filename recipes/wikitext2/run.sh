@@ -41,7 +41,7 @@ probe_cuda  # once, for every recipe below
 read -ra MAIN_FLAGS <<< "$PRESET_TRAIN_FLAGS"
 # bf16 matmuls need AVX512-BF16 or AMX; elsewhere torch runs them slower than
 # fp32, so the model refuses to train that way, and this recipe trains in fp32.
-if [ "$("$PY" -c 'from fairseq_adasoft.modules.hardware import cpu_has_native_bf16; print(int(cpu_has_native_bf16()))')" = 1 ]; then
+if [ "$("$PY" -c 'from fairseq_adasoft.hardware import cpu_has_native_bf16; print(int(cpu_has_native_bf16()))')" = 1 ]; then
   # The architecture's dropout: more did worse over a bf16 hour (wikitext2_screen_bf16_drop3*.json).
   MAIN_FLAGS+=(--cpu-autocast-bf16)
 else

@@ -13,7 +13,7 @@ import torch
 from cli_setup import MODEL, TRAIN
 from conftest import ROOT, PLUGIN, fairseq_cli, run
 
-from fairseq_adasoft import checkpoints
+from fairseq_adasoft import compat
 
 EVAL = ["--user-dir", PLUGIN, "--gen-subset", "test", "--tokens-per-sample", "64", "--batch-size", "1", "--cpu"]
 # Wide layers on a one-sample batch: a checkpoint of hundreds of MB (weights and
@@ -133,7 +133,7 @@ def test_sigkill_during_a_checkpoint_copy_leaves_checkpoint_last_whole(data_bin,
     for _ in range(2):  # the second round resumes from the first one's checkpoint_last.pt
         assert _kill_during_copy(cmd, save), "never caught a copy onto checkpoint_last.pt under way"
         newest, _ = _newest_first_file(save)
-        assert checkpoints.is_intact(save / "checkpoint_last.pt")
+        assert compat.is_intact(save / "checkpoint_last.pt")
         # The old or the new checkpoint, whole (a save every 2 updates).
         assert updates_of(save / "checkpoint_last.pt") in (newest - 2, newest)
     resumed_from = updates_of(save / "checkpoint_last.pt")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmarks import common, qrnn_layer
-from fairseq_adasoft.modules.hardware import cpu_has_native_bf16
+from fairseq_adasoft.hardware import cpu_has_native_bf16
 
 SLEEP_S = 0.002  # long enough to dominate a call's own overhead
 

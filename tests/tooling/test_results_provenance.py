@@ -6,7 +6,7 @@ import subprocess
 import torch
 
 from fairseq_adasoft import provenance
-from fairseq_adasoft.modules import hardware
+from fairseq_adasoft import hardware
 
 
 def git(repo, *args):

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from fairseq_adasoft.modules import QRNN, QRNNLayer
 from fairseq_adasoft.modules.dropout import embedding_dropout
-from fairseq_adasoft.modules import hardware
+from fairseq_adasoft.modules.qrnn import cpu_conv_gates_pay
 from references import forget_mult_reference
 
 T, B, C, H = 7, 3, 4, 6
@@ -46,7 +46,7 @@ def test_layer_matches_the_paper(window, gate_op):
 ])
 def test_auto_gate_op_follows_the_cpu(monkeypatch, capability, window, expected):
     """oneDNN's conv1d gates pay only on AVX-512 CPUs (benchmarks/qrnn_layer.py)."""
-    hardware.cpu_conv_gates_pay.cache_clear()
+    cpu_conv_gates_pay.cache_clear()
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     try:
         layer = QRNNLayer(C, H, window=window)
@@ -54,7 +54,7 @@ def test_auto_gate_op_follows_the_cpu(monkeypatch, capability, window, expected)
         layer.gate_op = "conv" if expected == "linear" else "linear"  # an explicit choice wins
         assert layer._resolved_gate_op(torch.zeros(T, B, C)) == layer.gate_op
     finally:
-        hardware.cpu_conv_gates_pay.cache_clear()
+        cpu_conv_gates_pay.cache_clear()
 
 
 def test_stack_carries_state_across_chunks():

@@ -1,25 +1,37 @@
-"""Checkpoint files that are whole or absent, and a clear error for one that is not.
+"""The plugin's import-time fixes to what it runs on, in one place; ``install()``
+(run when ``--user-dir`` imports the plugin, before fairseq-train saves or
+loads anything) applies them, once.
 
-fairseq 0.12 writes the first file of a save atomically (temp file + rename)
-but then copies it onto ``checkpoint_last.pt``/``checkpoint_best.pt`` with
-``PathManager.copy``, i.e. ``shutil.copyfile``, which truncates the destination
-first: a kill during that copy destroys the last good checkpoint.
-``install()`` (run when ``--user-dir`` imports the plugin) gives
-``fairseq.checkpoint_utils`` alone a ``PathManager`` whose ``copy`` writes a
-temp file beside the destination, fsyncs it and ``os.replace``s it into place.
+numpy 2: fairseq 0.12's ``TokenBlockDataset`` (``--sample-break-mode eos``,
+the hub's ``sample``/``score``, ``fairseq-interactive``) and
+``LanguagePairDataset`` ask for ``np.compat.long``, which numpy 2 removed; in
+numpy 1.x it was Python's ``int``. A shim rather than a ``numpy<2`` pin: numpy
+1.26 has no wheels for Python >= 3.13, torch and the rest of the stack are
+built against numpy 2, and existing environments are fixed without a
+reinstall. With numpy 1.x it does nothing.
 
-It also wraps fairseq's checkpoint loading so that a truncated checkpoint,
-or a file that is no checkpoint at all (``dict.txt``), passed to ``--path`` or
-found at resume, ends in a ``ValueError`` that names the file and the newest
-intact checkpoint beside it, instead of ``PytorchStreamReader failed reading
-zip archive`` or ``IndexError: pop from empty list``.
+Checkpoint files that are whole or absent, and a clear error for one that is
+not: fairseq 0.12 writes the first file of a save atomically (temp file +
+rename) but then copies it onto ``checkpoint_last.pt``/``checkpoint_best.pt``
+with ``PathManager.copy``, i.e. ``shutil.copyfile``, which truncates the
+destination first: a kill during that copy destroys the last good checkpoint.
+``fairseq.checkpoint_utils`` alone gets a ``PathManager`` whose ``copy``
+writes a temp file beside the destination, fsyncs it and ``os.replace``s it
+into place. fairseq's checkpoint loading is wrapped so that a truncated
+checkpoint, or a file that is no checkpoint at all (``dict.txt``), passed to
+``--path`` or found at resume, ends in a ``ValueError`` that names the file and
+the newest intact checkpoint beside it, instead of ``PytorchStreamReader failed
+reading zip archive`` or ``IndexError: pop from empty list``.
 """
 
 import functools
 import os
 import shutil
+import types
 import zipfile
 from typing import Optional
+
+import numpy as np
 
 COPY_SUFFIX = ".tmp"  # fairseq's own temp suffix; checkpoint_paths' patterns never match it
 
@@ -136,7 +148,19 @@ def _resume_names_restore_file(load_checkpoint):
 
 
 def install() -> None:
-    """Patch ``fairseq.checkpoint_utils`` (only that module) once; idempotent."""
+    """Apply both fixes; idempotent."""
+    _numpy_compat_long()
+    _atomic_readable_checkpoints()
+
+
+def _numpy_compat_long() -> None:
+    """Define ``numpy.compat.long`` where numpy lacks ``numpy.compat`` (numpy >= 2)."""
+    if not hasattr(np, "compat"):
+        np.compat = types.SimpleNamespace(long=int)
+
+
+def _atomic_readable_checkpoints() -> None:
+    """Patch ``fairseq.checkpoint_utils`` (only that module) once."""
     from fairseq import checkpoint_utils
     from fairseq.file_io import PathManager
 

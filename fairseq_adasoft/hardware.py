@@ -1,4 +1,5 @@
-"""What this CPU is and can do: every probe the package and its results files use."""
+"""What this CPU is and can do: the probes the model, the recipes and the results
+files use (the QRNN layer's own gate choice lives in ``modules/qrnn.py``)."""
 
 import functools
 import platform
@@ -7,9 +8,6 @@ import torch
 
 # torch's probes for the x86 instructions that multiply bf16 in hardware.
 NATIVE_BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-# torch's CPU capability on which oneDNN's conv1d beats the GEMM for window-2 gates;
-# on AVX2 its backward-weights kernel is slow (benchmarks/qrnn_layer.py measures both).
-CONV_GATES_CPU_CAPABILITY = "AVX512"
 
 
 @functools.lru_cache(maxsize=None)
@@ -22,12 +20,6 @@ def cpu_has_native_bf16() -> bool:
     probes = [getattr(torch.cpu, name, None) for name in NATIVE_BF16_PROBES]
     probes = [probe for probe in probes if probe is not None]
     return not probes or any(probe() for probe in probes)
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_conv_gates_pay() -> bool:
-    """Whether window-2 QRNN gates run faster as oneDNN's conv1d on this CPU."""
-    return torch.backends.cpu.get_cpu_capability() == CONV_GATES_CPU_CAPABILITY
 
 
 def first_cpu(cpuinfo: str = "/proc/cpuinfo") -> dict:
