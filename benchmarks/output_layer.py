@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import DATA, write_result
-from fairseq_adasoft.modules.cutoff_search import seed_rule_cutoffs
+from fairseq_adasoft.modules.cutoffs import seed_rule_cutoffs
 from fairseq_adasoft.presets import ARCHITECTURES, MAIN_JOB
 
 MODEL = ARCHITECTURES[MAIN_JOB["arch"]]

@@ -5,7 +5,7 @@ meaningful when word ids are sorted by decreasing frequency.
 The task wires three jobs into fairseq: the vocabulary order
 (``vocabulary.py``: the dictionary re-sorted by training counts, every split
 remapped, the order saved in the checkpoint's task state), the cutoffs
-(``cutoffs.py``: fractions and ``auto`` resolved to ids before the model is
+(``cutoff_resolution.py``: fractions and ``auto`` resolved to ids before the model is
 built) and, with ``--stateful-bptt``, contiguous streams (``streams.py``)
 whose hidden state the model carries; plus the flags of the continuous cache
 and of dynamic evaluation for fairseq-eval-lm.
@@ -27,7 +27,7 @@ from omegaconf import II
 from fairseq_adasoft.modules import DynamicEvalSetup, NeuralCache
 from fairseq_adasoft.presets import DYNAMIC_EVAL
 from fairseq_adasoft.flag_ranges import AT_LEAST_ONE, POSITIVE, SHARE, Range, check_flag_ranges
-from fairseq_adasoft.tasks.cutoffs import log_cluster_shares, resolve_cutoffs
+from fairseq_adasoft.tasks.cutoff_resolution import log_cluster_shares, resolve_cutoffs
 from fairseq_adasoft.tasks.splits import check_split
 from fairseq_adasoft.tasks.streams import StreamBatches, TokenStream, load_token_stream, stream_batch_iterator
 from fairseq_adasoft.tasks.vocabulary import RemapTokensDataset, check_data_dir, frequency_order_of

@@ -1,6 +1,6 @@
 import pytest
 
-from fairseq_adasoft.modules.cutoff_search import (
+from fairseq_adasoft.modules.cutoffs import (
     DEFAULT_COST_MODEL,
     MIN_HEAD_COVERAGE,
     auto_cutoffs,

@@ -1,4 +1,5 @@
-"""Resolving ``--adaptive-softmax-cutoff`` before the model is built: fractions
+"""The task's side of the cutoffs (``modules/cutoffs.py`` parses and chooses them):
+resolving ``--adaptive-softmax-cutoff`` before the model is built: fractions
 of the vocabulary become word ids (so the checkpoint keeps ids), ``auto``
 becomes the cheapest cutoffs under Grave et al.'s cost model over the
 training counts, and the share of training tokens per cluster is logged."""
@@ -8,13 +9,14 @@ from typing import List, Sequence
 
 import torch
 
-from fairseq_adasoft.modules import is_fraction_spec, parse_cutoffs
-from fairseq_adasoft.modules.cutoff_search import (
+from fairseq_adasoft.modules.cutoffs import (
     DEFAULT_COST_MODEL,
     CostModel,
     auto_cutoffs,
     expected_cost,
+    is_fraction_spec,
     measure_cost_model,
+    parse_cutoffs,
     seed_rule_cutoffs,
 )
 
