@@ -1,19 +1,25 @@
 """How long the README's test command takes on this machine: runs
-``bash scripts/test.sh`` (set-up included, a no-op once installed) and records
+``bash scripts/test.sh -q`` (set-up included, a no-op once installed) and records
 its wall time and pytest's tally in benchmarks/results/test_suite.json.
 
     python -m benchmarks.test_suite
 """
 
+import os
 import re
 import subprocess
 import sys
 import time
 
-from benchmarks.common import ROOT, write_result
+from benchmarks.harness import RESULTS_DIR, ROOT
+from fairseq_adasoft.provenance import write_results
 
+COMMAND = ["bash", "scripts/test.sh", "-q"]
 # pytest's last line, e.g. "=== 169 passed, 7 skipped in 321.05s (0:05:21) ==="
 TALLY_RE = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected)")
+SECTIONS = [{"title": "The test suite", "command": "python -m benchmarks.test_suite", "files": ["test_suite"],
+             "columns": {"command": "command", "wall time": "wall_seconds:min", "passed": "passed",
+                         "failed": "failed", "skipped": "skipped"}}]
 
 
 def tally(output: str) -> dict:
@@ -29,14 +35,14 @@ def tally(output: str) -> dict:
 
 def main() -> None:
     start = time.perf_counter()
-    proc = subprocess.run(["bash", "scripts/test.sh", "-q"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(COMMAND, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
     sys.stdout.write(proc.stdout[-3000:] + proc.stderr[-3000:])
     if proc.returncode != 0:
         sys.exit(f"scripts/test.sh failed ({proc.returncode}): not recorded")
-    path = write_result("test_suite", {"wall_seconds": round(wall, 1), **tally(proc.stdout)},
-                        command="python -m benchmarks.test_suite")
-    print(path)
+    case = {"params": {"command": " ".join(COMMAND)}, "metrics": {"wall_seconds": round(wall, 1), **tally(proc.stdout)}}
+    path = write_results("test_suite", [case], "python -m benchmarks.test_suite", RESULTS_DIR)
+    print(os.path.relpath(path, ROOT))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""Record a finished recipe's figures as a results file (JSON with
-provenance, fairseq_adasoft.provenance), read from what the runs left behind:
-fairseq's JSON training log, fairseq-eval-lm's logs and the checkpoints' saved
-configs, so that a results file cannot drift from what ran.
+"""Record a finished recipe's figures as a results file (fairseq_adasoft.provenance's
+schema: cases of params and metrics, with the command, revision and machine), read
+from what the runs left behind: fairseq's JSON training log, fairseq-eval-lm's logs,
+the tuners' files and the checkpoints' saved configs, so that a results file cannot
+drift from what ran. A recipe's file holds what ran and what it measured, no targets.
 
-    python -m fairseq_adasoft.record run         --save-dir DIR --config TEXT [--classic] [--phase-seconds train=60 ...]
+    python -m fairseq_adasoft.record run         --save-dir DIR --config TEXT [--classic | --protocols] [--phase-seconds train=60 ...]
     python -m fairseq_adasoft.record protocols   --save-dir DIR
     python -m fairseq_adasoft.record comparison  --adaptive DIR --full DIR --optimizer adam|seed
     python -m fairseq_adasoft.record tuning      --run LABEL=DIR [LABEL=DIR ...]
@@ -11,114 +12,108 @@ configs, so that a results file cannot drift from what ran.
 
 Every recording subcommand takes --name, --command, --note and --results-dir
 (default: $BENCHMARK_RESULTS_DIR, else ./benchmarks/results when it exists).
-train-tokens prints the tokens in one epoch of DATA's train split.
+A run's cases: {"phase": "train", **its settings} (the training log's figures),
+{"phase": "job"} (the recipe's wall seconds per phase), {"phase": "eval",
+"protocol", "split"} (fairseq-eval-lm's) and {"phase": "tune", "protocol",
+"split"} (the tuned setting). train-tokens prints the tokens in one epoch of DATA's train split.
 """
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
 
 from fairseq_adasoft.logs import labelled_paths, read_eval, read_run, read_settings, read_train_log
-from fairseq_adasoft.presets import ARCHITECTURES, DYNAMIC_EVAL, EVAL_PROTOCOLS
-from fairseq_adasoft.provenance import RESULTS_SUBDIR, write_result
+from fairseq_adasoft.presets import ARCHITECTURES
+from fairseq_adasoft.provenance import RESULTS_SUBDIR, write_results
 
-# The issue's goal for the main job: test perplexity <= 110 from <= 60 minutes of training.
-GOAL_TEST_PPL = 110.0
-GOAL_TRAIN_SECONDS = 3600.0
-# The seed experiment's goals, set from its published figures (PUBLISHED_SEED below): at least 3x the speed, within 4%.
-GOAL_SPEEDUP = 3.0
-GOAL_PPL_GAP = 0.04
 COMPARED_ARCH = "qrnn_lm_wikitext2_seed"  # recipes/wikitext2/compare.sh trains it twice
 OPTIMIZERS = {  # recipes/wikitext2/train.sh; Adam's peak lr (train.sh's LR) comes from the checkpoint
     "adam": "Adam lr {lr}, polynomial decay to 1e-4 after 100 warm-up updates, clip 0.25",
     "seed": "NAG lr 1 momentum 0.9, clip 0.25 (the seed's)",
 }
-PUBLISHED_SEED = {
-    "adaptive": {"test_ppl": 132, "train_minutes": 7.8},
-    "full": {"test_ppl": 127, "train_minutes": 24.6},
-    "hardware": "GPU (the seed experiment; published figures, not measured here)",
-}
-# recipes/wikitext2/eval.sh's protocols: the log-name suffix and what each does.
-PROTOCOLS = {
-    "blocks": ("", "fairseq-eval-lm, {block_tokens}-token blocks scored independently, batch {block_batch_size}"),
-    "classic": ("_classic", "fairseq-eval-lm --stateful-bptt: streams read {classic_tokens} tokens at a time with "
-                            "the state carried; {classic_valid_streams} streams for valid, {classic_test_streams} "
-                            "for test (awd-lstm-lm)"),
-    "cache": ("_cache", "classic, plus the continuous cache of Grave, Joulin & Usunier 2017 "
-                        "(--neural-cache-size/theta/lambda) with the setting tuned on valid"),
-    "dynamic": ("_dynamic", "classic with the dynamic evaluation of Krause et al. 2018 (--dynamic-eval, "
-                            "{segment}-token segments) at the learning rate and decay tuned on valid"),
-    "dynamic_cache": ("_dynamic_cache", "dynamic evaluation and the continuous cache, each with its tuned setting"),
-}
+# recipes/wikitext2/eval.sh's protocols and their log-name suffixes (docs/stateful-bptt.md says what each does).
+PROTOCOLS = {"blocks": "", "classic": "_classic", "cache": "_cache", "dynamic": "_dynamic",
+             "dynamic_cache": "_dynamic_cache"}
 # Protocols whose valid split may go unscored (one step per segment makes it slow):
 # their tuning scored the start of valid.
 TUNINGS_ONLY_VALID = ("dynamic", "dynamic_cache")
 # The tuners' files and the protocol each one's setting serves.
 TUNINGS = {"cache": "neural_cache.json", "dynamic": "dynamic_eval.json"}
-# Dynamic evaluation's goals (its issue): test perplexity at least 25% below the static
-# classic protocol's, dynamic + cache below both alone, test scored in <= 15 minutes.
-GOAL_DYNAMIC_GAIN = 0.25
-GOAL_DYNAMIC_SECONDS = 900.0
 
 
 def model_text(settings: dict) -> str:
     return f"embedding {settings['embed_dim']}, {settings['num_layers']} x {settings['hidden_size']} QRNN"
 
 
-def record_run(save_dir: str, config: str, classic: bool = False) -> dict:
-    """A train.sh save dir evaluated by eval.sh on valid and test (and with
-    ``classic``, under the classic protocol too); ``config`` says what was
-    trained beyond the model's sizes, which come from the checkpoint."""
-    settings = read_settings(save_dir)
-    payload = {"config": f"{model_text(settings)}; {config}", "settings": settings, **read_run(save_dir)}
-    if classic:
-        suffix, how = PROTOCOLS["classic"]
-        payload["classic"] = {"how": how.format(**EVAL_PROTOCOLS), **{
-            split: read_eval(os.path.join(save_dir, f"eval_{split}{suffix}.log")) for split in ("valid", "test")}}
-    return payload
+def eval_metrics(result: dict) -> dict:
+    """read_eval's figures as metrics; kept statistics are noted, not their (absolute) path."""
+    metrics = {k: result[k] for k in ("loss_base2", "perplexity", "seconds") if k in result}
+    stats = result.get("dynamic_eval_statistics") or {}
+    if "gathered_s" in stats:
+        metrics.update(statistics_gathered_s=stats["gathered_s"], statistics_tokens=stats["tokens"])
+    elif "read_from" in stats:
+        metrics["statistics_from_file"] = True
+    return metrics
 
 
-def record_protocols(save_dir: str) -> dict:
-    """One checkpoint under recipes/wikitext2/protocols.sh's protocols, and the goals."""
-    payload = {"checkpoint": os.path.join(os.path.relpath(save_dir), "checkpoint_best.pt")}
-    for protocol, (suffix, how) in PROTOCOLS.items():
-        payload[protocol] = {"how": how.format(**EVAL_PROTOCOLS, **DYNAMIC_EVAL)}
+def eval_cases(evals: dict) -> list:
+    """{protocol: {split: read_eval result}} as cases; a protocol beside classic also
+    gets its perplexity relative to classic's on the same split (``vs_classic``)."""
+    cases = []
+    for protocol, splits in evals.items():
+        for split, result in splits.items():
+            metrics = eval_metrics(result)
+            classic = evals.get("classic", {}).get(split)
+            if classic and protocol != "classic":
+                metrics["vs_classic"] = round(result["perplexity"] / classic["perplexity"] - 1, 4)
+            cases.append({"params": {"phase": "eval", "protocol": protocol, "split": split}, "metrics": metrics})
+    return cases
+
+
+def tuning_case(protocol: str, tuning: dict) -> dict:
+    """A tuner's file (tune_cache, tune_dynamic_eval) as one case: its best setting and what it beat."""
+    without = tuning.get("without_cache", tuning.get("without_dynamic_eval"))
+    metrics = {"tokens": tuning["tokens"], "streams": tuning["streams"], "settings_tried": len(tuning["grid"]),
+               "without": without, **tuning["best"]}
+    return {"params": {"phase": "tune", "protocol": protocol, "split": tuning["subset"]}, "metrics": metrics}
+
+
+def run_cases(settings: dict, train: dict, evals: dict, tunings: dict = None, wall_seconds: dict = None) -> list:
+    """One run's cases: training, the recipe's phases, every evaluation, every tuning."""
+    cases = [{"params": {"phase": "train", **settings}, "metrics": train}]
+    if wall_seconds:
+        cases.append({"params": {"phase": "job"}, "metrics": wall_seconds})
+    cases += eval_cases(evals)
+    return cases + [tuning_case(protocol, t) for protocol, t in (tunings or {}).items()]
+
+
+def read_protocols(save_dir: str, protocols) -> tuple:
+    """The eval logs of ``protocols`` in ``save_dir`` and the tuners' files: (evals, tunings)."""
+    evals = {}
+    for protocol in protocols:
+        evals[protocol] = {}
         for split in ("valid", "test"):
-            path = os.path.join(save_dir, f"eval_{split}{suffix}.log")
-            if split == "valid" and protocol in TUNINGS_ONLY_VALID and not has_eval(path):
-                payload[protocol]["not_measured"] = (f"valid: {os.path.basename(path)} holds no result; the tuning's "
-                                                     "valid figure is in 'tuning'")
-                continue
-            payload[protocol][split] = read_eval(path)
-    for protocol, name in TUNINGS.items():  # the tuners' grids and their best settings
-        with open(os.path.join(save_dir, name)) as f:
-            payload[protocol]["tuning"] = json.load(f)
-    train_s = read_train_log(os.path.join(save_dir, "train.log"))["train_wall_s"]
-    payload["goals"] = [
-        {"goal": f"test perplexity <= {GOAL_TEST_PPL:g} after <= {GOAL_TRAIN_SECONDS / 60:g} min of training",
-         "protocol": protocol, "test_ppl": payload[protocol]["test"]["perplexity"], "train_wall_s": train_s,
-         "met": payload[protocol]["test"]["perplexity"] <= GOAL_TEST_PPL and train_s <= GOAL_TRAIN_SECONDS}
-        for protocol in PROTOCOLS
-    ] + dynamic_goals(payload)
-    return payload
+            path = os.path.join(save_dir, f"eval_{split}{PROTOCOLS[protocol]}.log")
+            if not (split == "valid" and protocol in TUNINGS_ONLY_VALID and not has_eval(path)):
+                evals[protocol][split] = read_eval(path)  # else the tuning's valid figure stands for it
+    tunings = {}
+    for protocol, name in TUNINGS.items():
+        if protocol in protocols:
+            with open(os.path.join(save_dir, name)) as f:
+                tunings[protocol] = json.load(f)
+    return evals, tunings
 
 
-def dynamic_goals(payload: dict) -> list:
-    test = {protocol: payload[protocol]["test"] for protocol in ("classic", "cache", "dynamic", "dynamic_cache")}
-    gain = 1 - test["dynamic"]["perplexity"] / test["classic"]["perplexity"]
-    return [
-        {"goal": f"dynamic evaluation's test perplexity >= {GOAL_DYNAMIC_GAIN:.0%} below the static classic one",
-         "gain": round(gain, 4), "met": gain >= GOAL_DYNAMIC_GAIN},
-        {"goal": "dynamic evaluation with the cache below both alone",
-         "test_ppl": test["dynamic_cache"]["perplexity"],
-         "met": test["dynamic_cache"]["perplexity"] < min(test["dynamic"]["perplexity"], test["cache"]["perplexity"])},
-        {"goal": f"test scored with dynamic evaluation in <= {GOAL_DYNAMIC_SECONDS / 60:g} min",
-         "seconds": test["dynamic"].get("seconds"), "statistics": test["dynamic"].get("dynamic_eval_statistics"),
-         "met": test["dynamic"].get("seconds", math.inf) <= GOAL_DYNAMIC_SECONDS},
-    ]
+def record_run(save_dir: str, config: str, protocols=("blocks",), wall_seconds: dict = None) -> tuple:
+    """A train.sh save dir evaluated by eval.sh under ``protocols`` (by
+    protocols.sh: every one, with the tunings). Returns (cases, note): ``config``
+    says what was trained beyond the model's sizes, which come from the checkpoint."""
+    settings = read_settings(save_dir)
+    evals, tunings = read_protocols(save_dir, protocols)
+    train = read_train_log(os.path.join(save_dir, "train.log"))
+    return run_cases(settings, train, evals, tunings, wall_seconds), f"{model_text(settings)}; {config}"
 
 
 def has_eval(path: str) -> bool:
@@ -129,47 +124,48 @@ def has_eval(path: str) -> bool:
     return True
 
 
-def record_comparison(adaptive: str, full: str, optimizer: str) -> dict:
+def record_comparison(adaptive: str, full: str, optimizer: str) -> tuple:
     """recipes/wikitext2/compare.sh: adaptive against full softmax, same seed
-    model and epochs, with the seed's goals checked. Speed is the median of the
-    per-epoch training words/s (the first epoch included: both runs pay the
-    same start-up)."""
+    model and epochs. Speed is the median of the per-epoch training words/s (the
+    first epoch included: both runs pay the same start-up). Returns (cases, note)."""
     runs = {"adaptive": read_run(adaptive), "full": read_run(full)}
     if runs["adaptive"]["train"]["epochs"] != runs["full"]["train"]["epochs"]:
         raise ValueError(f"the runs trained for different numbers of epochs: {runs['adaptive']['train']['epochs']} "
                          f"and {runs['full']['train']['epochs']}; delete the shorter run's save dir and re-run")
     settings = read_settings(adaptive)
-    optimizer_text = OPTIMIZERS[optimizer].format(lr=settings["lr"])
-    wps = {k: statistics.median(r["train"]["train_wps_per_epoch"]) for k, r in runs.items()}
-    speedup = wps["adaptive"] / wps["full"]
-    gap = runs["adaptive"]["test"]["perplexity"] / runs["full"]["test"]["perplexity"] - 1
-    return {
-        "config": f"{COMPARED_ARCH} ({settings['num_layers']} x {settings['hidden_size']} QRNN), {optimizer_text}, "
-                  f"{settings['streams']} x {settings['tokens_per_sample']}-token batches; adaptive: cutoffs "
-                  f"{ARCHITECTURES[COMPARED_ARCH]['adaptive_softmax_cutoff']} of V, "
-                  f"div {settings['adaptive_softmax_div_value']:g}",
-        "runs": runs,
-        "train_wps_median": wps,
-        "speedup_train_wps": speedup,
-        "speedup_train_wall": runs["full"]["train"]["train_wall_s"] / runs["adaptive"]["train"]["train_wall_s"],
-        "test_ppl_gap": gap,
-        "goals": {f"speedup_at_least_{GOAL_SPEEDUP}x": speedup >= GOAL_SPEEDUP,
-                  f"test_ppl_within_{GOAL_PPL_GAP:.0%}": gap <= GOAL_PPL_GAP},
-        "published_seed": PUBLISHED_SEED,
-    }
+    note = (f"{COMPARED_ARCH} ({settings['num_layers']} x {settings['hidden_size']} QRNN), "
+            f"{OPTIMIZERS[optimizer].format(lr=settings['lr'])}, {settings['streams']} x "
+            f"{settings['tokens_per_sample']}-token batches; adaptive: cutoffs "
+            f"{ARCHITECTURES[COMPARED_ARCH]['adaptive_softmax_cutoff']} of V, div {settings['adaptive_softmax_div_value']:g}")
+    return comparison_cases(runs, optimizer), note
 
 
-def record_tuning(runs: dict) -> dict:
-    """``runs``: label -> save dir of a short train.sh run. Returns each run's
-    settings and log summary, and the label of the lowest final validation perplexity."""
-    table = {}
+def comparison_cases(runs: dict, optimizer: str) -> list:
+    """{"adaptive"|"full": read_run result} as one case each; the adaptive one also holds its ratios to full."""
+    metrics = {kind: {**run["train"], "train_wps_median": statistics.median(run["train"]["train_wps_per_epoch"]),
+                      "valid_perplexity": run["valid"]["perplexity"], "test_perplexity": run["test"]["perplexity"]}
+               for kind, run in runs.items()}
+    a, f = metrics["adaptive"], metrics["full"]
+    a.update(train_wps_vs_full=a["train_wps_median"] / f["train_wps_median"],
+             train_wall_vs_full=f["train_wall_s"] / a["train_wall_s"],
+             test_ppl_vs_full=a["test_perplexity"] / f["test_perplexity"] - 1)
+    return [{"params": {"softmax": kind, "arch": COMPARED_ARCH, "optimizer": optimizer}, "metrics": m}
+            for kind, m in metrics.items()]
+
+
+def record_tuning(runs: dict) -> list:
+    """``runs``: label -> save dir of a short train.sh run. One case each (the label
+    and settings; the log summary), the lowest final validation perplexity marked ``lowest_valid``."""
+    cases = []
     for label, save_dir in runs.items():
         train = read_train_log(os.path.join(save_dir, "train.log"))
         if not train["valid_ppl_per_epoch"]:
             raise ValueError(f"{save_dir}/train.log holds no validation result; did the run finish an epoch?")
-        table[label] = {"settings": read_settings(save_dir), "train": train}
-    best = min(table, key=lambda label: table[label]["train"]["valid_ppl_per_epoch"][-1])
-    return {"runs": table, "best_valid": best}
+        cases.append({"params": {"label": label, **read_settings(save_dir)}, "metrics": train})
+    best = min(cases, key=lambda c: c["metrics"]["valid_ppl_per_epoch"][-1])
+    for case in cases:
+        case["metrics"]["lowest_valid"] = case is best
+    return cases
 
 
 def train_tokens(data: str) -> int:
@@ -201,7 +197,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="what was trained beyond the model's sizes, e.g. the softmax")
     run.add_argument("--save-dir", required=True, help="train.sh's SAVE_DIR, evaluated by eval.sh on valid and test")
     run.add_argument("--phase-seconds", nargs="+", default=[], metavar="PHASE=SECONDS", help="the recipe's wall times")
-    run.add_argument("--classic", action="store_true", help="also record eval.sh PROTOCOL=classic's valid and test")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("--classic", action="store_true", help="also record eval.sh PROTOCOL=classic's valid and test")
+    scope.add_argument("--protocols", action="store_true",
+                       help="also record every protocol of protocols.sh and its tunings: the run in one file")
     protocols = sub.add_parser("protocols", parents=[results], help="recipes/wikitext2/protocols.sh's evaluations")
     protocols.add_argument("--save-dir", required=True, help="training save dir holding the eval logs")
     comparison = sub.add_parser("comparison", parents=[results], help="recipes/wikitext2/compare.sh's two runs")
@@ -215,16 +214,17 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def payload(args) -> dict:
+def cases_and_note(args) -> tuple:
     if args.subcommand == "run":
         phases = {k: float(v) for k, v in (p.split("=", 1) for p in args.phase_seconds)}
-        return {**record_run(args.save_dir, args.config, args.classic),
-                "wall_seconds": {**phases, "total": sum(phases.values())}}
+        protocols = list(PROTOCOLS) if args.protocols else ["blocks"] + (["classic"] if args.classic else [])
+        return record_run(args.save_dir, args.config, protocols, {**phases, "total": sum(phases.values())})
     if args.subcommand == "protocols":
-        return record_protocols(args.save_dir)
+        evals, tunings = read_protocols(args.save_dir, PROTOCOLS)
+        return eval_cases(evals) + [tuning_case(p, t) for p, t in tunings.items()], ""
     if args.subcommand == "comparison":
         return record_comparison(args.adaptive, args.full, args.optimizer)
-    return record_tuning(labelled_paths(args.run, "--run", "lr_0.004=checkpoints/tune-lr-0.004"))
+    return record_tuning(labelled_paths(args.run, "--run", "lr_0.004=checkpoints/tune-lr-0.004")), ""
 
 
 def main() -> None:
@@ -233,16 +233,15 @@ def main() -> None:
         if args.subcommand == "train-tokens":
             print(train_tokens(args.data))
             return
-        result = payload(args)
+        cases, note = cases_and_note(args)
     except ValueError as e:  # what is missing or malformed, without a traceback
         sys.exit(str(e))
-    if args.note:
-        result["note"] = args.note
-    print(write_result(args.name, result, args.command, args.results_dir))
+    note = ". ".join(n for n in (note, args.note) if n)
+    print(write_results(args.name, cases, args.command, args.results_dir, note=note or None))
     if args.subcommand == "comparison":
-        runs = result["runs"]
-        print(f"speed-up {result['speedup_train_wps']:.2f}x, test perplexity {runs['adaptive']['test']['perplexity']} "
-              f"(adaptive) vs {runs['full']['test']['perplexity']} (full), gap {100 * result['test_ppl_gap']:+.1f}%")
+        a, f = (c["metrics"] for c in cases)
+        print(f"speed-up {a['train_wps_vs_full']:.2f}x, test perplexity {a['test_perplexity']} (adaptive) vs "
+              f"{f['test_perplexity']} (full), gap {100 * a['test_ppl_vs_full']:+.1f}%")
 
 
 if __name__ == "__main__":

@@ -16,11 +16,10 @@
 #           updates, but the evaluations and the cache tuning still read whole splits.
 # Expected: about an hour of training, then the evaluations and the tuning.
 #           Phase times and perplexities as recorded, in benchmarks/results/:
-#           bf16 wikitext2_main_bf16_timed{,_protocols}.json, fp32 on an AVX2
-#           CPU wikitext2_screen_fp32_avx2_500{,_protocols}.json, QUICK=1
-#           wikitext2_main_quick.json.
+#           bf16 wikitext2_main_bf16.json, fp32 on an AVX2 CPU
+#           wikitext2_main_avx2.json, QUICK=1 wikitext2_main_quick.json.
 # Result:   prints the validation and test perplexity; writes $RESULTS_DIR/$NAME.json
-#           (fairseq's blocks) and ${NAME}_protocols.json (every protocol);
+#           (the training, every protocol and tuning, the phases' wall times);
 #           NAME defaults to wikitext2_main[_quick].
 # Knobs:    NAME, SAVE_DIR, QUICK, EPOCHS, LR, STOP_TIME_HOURS, BATCH_SIZE,
 #           TOKENS_PER_SAMPLE (defaults: the presets), common.sh's; arguments
@@ -42,18 +41,18 @@ read -ra MAIN_FLAGS <<< "$PRESET_TRAIN_FLAGS"
 # bf16 matmuls need AVX512-BF16 or AMX; elsewhere torch runs them slower than
 # fp32, so the model refuses to train that way, and this recipe trains in fp32.
 if [ "$("$PY" -c 'from fairseq_adasoft.hardware import cpu_has_native_bf16; print(int(cpu_has_native_bf16()))')" = 1 ]; then
-  # The architecture's dropout: more did worse over a bf16 hour (wikitext2_screen_bf16_drop3*.json).
+  # The architecture's dropout: more did worse over a bf16 hour (docs/experiments/wikitext2-cpu-hour.md, step 14).
   MAIN_FLAGS+=(--cpu-autocast-bf16)
 else
   echo "run: this CPU has no bf16 matmul instructions (AVX512-BF16 or AMX): training in fp32;" \
        "expect a higher perplexity than the recorded bf16 run" >&2
   # fp32 fits fewer epochs of the full-width model in the hour; a narrower QRNN fits
-  # enough more to do better with the same dropout (wikitext2_width_fp32_avx2.json).
+  # enough more to do better with the same dropout (docs/experiments/wikitext2-cpu-hour.md, step 12).
   MAIN_FLAGS+=(--hidden-size "$PRESET_FP32_HIDDEN_SIZE")
 fi
 export LR=${LR:-$PRESET_LR} STOP_TIME_HOURS=${STOP_TIME_HOURS:-$PRESET_STOP_TIME_HOURS}
 # The batch shape (streams x tokens per stream), which train.sh reads; recorded with the run.
-# Half the streams did no better over the fp32 hour (wikitext2_batch_fp32_avx2.json).
+# Half the streams did no better over the fp32 hour (docs/experiments/wikitext2-cpu-hour.md, step 11).
 export BATCH_SIZE=${BATCH_SIZE:-$PRESET_BATCH_SIZE} TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-$PRESET_TOKENS_PER_SAMPLE}
 # The learning rate decays over the guard's hours, however many epochs this machine
 # fits in them (SCHEDULE=time): a fixed epoch count left part of the hour unused on
@@ -81,10 +80,9 @@ phase eval_test env SUBSET=test bash "$HERE/eval.sh"
 phase eval_classic env NAME="${NAME}_protocols" bash "$HERE/protocols.sh"
 
 cd "$ROOT"
-"$PY" -m fairseq_adasoft.record run --results-dir "$RESULTS_DIR" \
+"$PY" -m fairseq_adasoft.record run --results-dir "$RESULTS_DIR" --protocols \
   --name "$NAME" \
   --command "QUICK=$QUICK NAME=$NAME $RUN_VARS bash recipes/wikitext2/run.sh$EXTRA_TEXT" \
   --config "$PRESET_ARCH, ${MAIN_FLAGS[*]}$EXTRA_TEXT, adaptive softmax [V/15, 3V/15] div 4, Adam lr $LR polynomial decay over $SCHEDULE_TEXT, $BATCH_SIZE streams x $TOKENS_PER_SAMPLE tokens (see recipes/wikitext2/train.sh)" \
   --save-dir "$SAVE_DIR" \
-  --phase-seconds "${PHASES[@]}" \
-  --note "valid/test are fairseq's $PRESET_BLOCK_TOKENS-token blocks; ${NAME}_protocols.json adds the classic (awd-lstm-lm) protocol"
+  --phase-seconds "${PHASES[@]}"

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from fairseq_adasoft import provenance
 from fairseq_adasoft.record import record_run, record_tuning
 
 
@@ -36,15 +37,16 @@ def test_tuning_runs_are_read_from_their_own_checkpoints_and_logs(tmp_path):
         "slow": fake_run(tmp_path / "a", 0.002, 48, [300.0, 250.0]),
         "fast": fake_run(tmp_path / "b", 0.004, 24, [280.0, 240.5]),
     }
-    result = record_tuning(runs)
-    fast = result["runs"]["fast"]
-    assert fast["settings"]["lr"] == 0.004 and fast["settings"]["streams"] == 24
-    assert fast["settings"]["stateful_bptt"] is True and fast["settings"]["hidden_size"] == 800
-    assert fast["settings"]["adaptive_softmax_div_value"] == 4.0
-    assert fast["settings"]["weight_drop"] == 0.05 and result["runs"]["slow"]["settings"]["weight_drop"] == 0.0
-    assert fast["settings"]["lr_scheduler"] == "timed_polynomial_decay"
-    assert fast["train"]["valid_ppl_per_epoch"] == [280.0, 240.5] and fast["train"]["epochs"] == 2
-    assert result["best_valid"] == "fast"
+    cases = {c["params"]["label"]: c for c in record_tuning(runs)}
+    fast = cases["fast"]["params"]
+    assert fast["lr"] == 0.004 and fast["streams"] == 24
+    assert fast["stateful_bptt"] is True and fast["hidden_size"] == 800
+    assert fast["adaptive_softmax_div_value"] == 4.0
+    assert fast["weight_drop"] == 0.05 and cases["slow"]["params"]["weight_drop"] == 0.0
+    assert fast["lr_scheduler"] == "timed_polynomial_decay"
+    train = cases["fast"]["metrics"]
+    assert train["valid_ppl_per_epoch"] == [280.0, 240.5] and train["epochs"] == 2
+    assert train["lowest_valid"] is True and cases["slow"]["metrics"]["lowest_valid"] is False
 
 
 def test_a_run_without_a_checkpoint_is_named(tmp_path):
@@ -72,17 +74,20 @@ def test_a_main_run_records_the_sizes_its_checkpoint_trained_with(tmp_path):
     for split, ppl in (("valid", 133.5), ("test", 127.61)):
         (tmp_path / "run" / f"eval_{split}.log").write_text(
             f"INFO | fairseq_cli.eval_lm | Loss (base 2): 7.0, Perplexity: {ppl}\n")
-    result = record_run(save_dir, "qrnn_lm_wikitext2, --hidden-size 600")
-    assert result["config"] == "embedding 400, 4 x 600 QRNN; qrnn_lm_wikitext2, --hidden-size 600"
-    assert result["settings"]["hidden_size"] == 600 and result["settings"]["lr"] == 0.006
-    assert result["test"]["perplexity"] == 127.61 and result["valid"]["perplexity"] == 133.5
-    assert result["train"]["valid_ppl_per_epoch"] == [150.0, 140.0]
-    assert result["train"]["train_ppl_per_epoch"] == [100.0, 90.0]
+    cases, note = record_run(save_dir, "qrnn_lm_wikitext2, --hidden-size 600")
+    assert note == "embedding 400, 4 x 600 QRNN; qrnn_lm_wikitext2, --hidden-size 600"
+    train = next(c for c in cases if c["params"]["phase"] == "train")
+    assert train["params"]["hidden_size"] == 600 and train["params"]["lr"] == 0.006
+    evals = {c["params"]["split"]: c["metrics"] for c in cases if c["params"]["phase"] == "eval"}
+    assert all(c["params"].get("protocol") == "blocks" for c in cases if c["params"]["phase"] == "eval")
+    assert evals["test"]["perplexity"] == 127.61 and evals["valid"]["perplexity"] == 133.5
+    assert train["metrics"]["valid_ppl_per_epoch"] == [150.0, 140.0]
+    assert train["metrics"]["train_ppl_per_epoch"] == [100.0, 90.0]
     # One record per update, however often fairseq repeated it.
-    assert result["train"]["train_wps_per_log_interval"] == {"min": 4000.0, "median": 4500.0, "max": 5000.0}
+    assert train["metrics"]["train_wps_per_log_interval"] == {"min": 4000.0, "median": 4500.0, "max": 5000.0}
 
 
-def test_the_recorder_command_writes_a_subcommands_payload_with_its_note(tmp_path, monkeypatch):
+def test_the_recorder_command_writes_a_valid_results_file_with_its_note_and_no_goals(tmp_path, monkeypatch):
     from fairseq_adasoft import record
 
     runs = [f"slow={fake_run(tmp_path / 'a', 0.002, 48, [300.0])}", f"fast={fake_run(tmp_path / 'b', 0.004, 24, [280.0])}"]
@@ -91,4 +96,6 @@ def test_the_recorder_command_writes_a_subcommands_payload_with_its_note(tmp_pat
     record.main()
     result = json.loads((tmp_path / "results" / "toy.json").read_text())
     assert result["command"] == "bash tune.sh" and result["note"] == "a toy"
-    assert list(result["runs"]) == ["slow", "fast"] and result["best_valid"] == "fast"
+    assert [c["params"]["label"] for c in result["cases"]] == ["slow", "fast"]
+    assert [c["metrics"]["lowest_valid"] for c in result["cases"]] == [False, True]
+    assert result["goals"] == [] and provenance.validate(result) == []
