@@ -37,6 +37,12 @@ from fairseq_adasoft.tasks.vocabulary import RemapTokensDataset, check_data_dir,
 NEURAL_CACHE_THETA = 6.0
 NEURAL_CACHE_LAMBDA = 0.25
 
+# Said when fairseq-train builds the criterion, and at each step (for a criterion built another way).
+ADAPTIVE_LOSS_REFUSAL = (
+    "--criterion adaptive_loss only serves fairseq's own AdaptiveSoftmax; this model's "
+    "output layer is served by --criterion adaptive_softmax (adaptive or full softmax)"
+)
+
 
 @dataclass
 class FreqSortedLanguageModelingConfig(LanguageModelingConfig):
@@ -266,7 +272,15 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         layer = getattr(model.decoder, "adaptive_softmax", None)
         if hasattr(layer, "cutoffs"):
             log_cluster_shares(layer.cutoffs[:-1], self.output_dictionary.count)
+        self.fairseq_adaptive_softmax = hasattr(layer, "adapt_target")  # what adaptive_loss can drive
         return model
+
+    def build_criterion(self, cfg):
+        # fairseq-train builds the model first: refuse adaptive_loss before its own --ddp-backend check
+        name = getattr(cfg, "_name", None) or getattr(cfg, "criterion", None)  # a dataclass config, or args
+        if name == "adaptive_loss" and not getattr(self, "fairseq_adaptive_softmax", True):
+            raise ValueError(ADAPTIVE_LOSS_REFUSAL)
+        return super().build_criterion(cfg)
 
     def _use_dynamic_eval(self, model) -> None:
         if not hasattr(model, "use_dynamic_eval"):
@@ -293,7 +307,4 @@ def _refuse_adaptive_loss(model, criterion) -> None:
     if isinstance(criterion, AdaptiveLoss):
         layer = getattr(_unwrap(model).decoder, "adaptive_softmax", None)
         if not hasattr(layer, "adapt_target"):
-            raise ValueError(
-                "--criterion adaptive_loss only serves fairseq's own AdaptiveSoftmax; this model's "
-                "output layer is served by --criterion adaptive_softmax (adaptive or full softmax)"
-            )
+            raise ValueError(ADAPTIVE_LOSS_REFUSAL)

@@ -44,6 +44,13 @@ def test_good_flags_still_build(data_bin):
     assert model.decoder.adaptive_softmax.cutoffs[:-1] == [26, 64]  # of 128 ids
 
 
+@pytest.mark.parametrize("output", [[], ["--adaptive-softmax-cutoff", "20,60"]], ids=["full", "adaptive"])
+def test_fairseq_adaptive_loss_names_our_criterion_before_its_ddp_backend_check(data_bin, output):
+    # fairseq-train builds the model, then the criterion, whose own check asks for --ddp-backend=legacy_ddp
+    with pytest.raises(ValueError, match="--criterion adaptive_loss only serves .* --criterion adaptive_softmax"):
+        build(data_bin, *SMALL_MODEL, *output, criterion="adaptive_loss")
+
+
 def copy_data(data_bin, tmp_path):
     dest = tmp_path / "data-bin"
     shutil.copytree(data_bin, dest)

@@ -140,9 +140,15 @@ def test_empty_training_split_is_a_clear_error(data_bin, tmp_path):
 
 
 def test_fairseq_adaptive_loss_is_refused_for_qrnn_lm(data_bin):
-    task, model, criterion = build(data_bin, *ADAPTIVE, "--ddp-backend", "legacy_ddp", criterion="adaptive_loss")
+    from fairseq.criterions.adaptive_loss import AdaptiveLoss
+
+    task, model, _ = build(data_bin, *ADAPTIVE)
+    criterion = AdaptiveLoss(task, sentence_avg=False)  # not through task.build_criterion, which refuses it first
     with pytest.raises(ValueError, match="--criterion adaptive_loss only serves fairseq's own"):
         task.valid_step(batch(task), model, criterion)  # train_step checks the same, on the first step
+    # fairseq's own adaptive softmax (lstm_lm) keeps fairseq's criterion
+    build(data_bin, "--decoder-embed-dim", "16", "--decoder-hidden-size", "16", "--decoder-out-embed-dim", "16",
+          "--adaptive-softmax-cutoff", "20,60", "--ddp-backend", "legacy_ddp", arch="lstm_lm", criterion="adaptive_loss")
 
 
 def test_criterion_refuses_a_foreign_adaptive_softmax(data_bin):
