@@ -29,6 +29,8 @@ import re
 import sys
 from pathlib import Path
 
+from fairseq_adasoft.provenance import validate
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 COMMAND = "python -m benchmarks.report"
@@ -47,9 +49,13 @@ class ResultsError(Exception):
 
 def load(stem: str) -> dict:
     try:
-        return json.loads((RESULTS_DIR / f"{stem}.json").read_text())
+        record = json.loads((RESULTS_DIR / f"{stem}.json").read_text())
     except FileNotFoundError:
         raise ResultsError(f"benchmarks/results/{stem}.json is missing; {COMMAND} reads it") from None
+    problems = validate(record)
+    if problems:
+        raise ResultsError(f"benchmarks/results/{stem}.json is not in the results schema: " + "; ".join(problems))
+    return record
 
 
 def fmt(value, spec: str = "") -> str:
