@@ -84,7 +84,7 @@ def spread(samples) -> dict:
 
 SCALAR = (str, int, float, bool, type(None))
 KEYS = ("name", "command", "git_revision", "date", "machine", "cases", "goals")
-GOAL_KEYS = ("name", "threshold", "value", "met")
+JUDGEMENT_KEYS = ("name", "threshold", "value", "met")
 # A path from the filesystem's root: "/" then a name, at the start or after a quote, space, = or colon.
 ABSOLUTE_PATH = re.compile(r'(^|[" =:])/[A-Za-z_.-]+/')
 
@@ -124,7 +124,7 @@ def validate(record: dict) -> list:
     if not record.get("cases"):
         problems.append("no cases")
     for i, goal in enumerate(record.get("goals", [])):
-        if not isinstance(goal, dict) or tuple(goal) != GOAL_KEYS or not isinstance(goal["met"], bool):
+        if not isinstance(goal, dict) or tuple(goal) != JUDGEMENT_KEYS or not isinstance(goal["met"], bool):
             problems.append(f"goals[{i}] is not {{name, threshold, value, met (bool)}}")
     problems += [f"absolute path in {s[:80]!r}" for s in _strings(record) if ABSOLUTE_PATH.search(s)]
     return problems
