@@ -18,7 +18,8 @@
 #           eval.sh skips evaluations already done for this checkpoint, and
 #           a tuning is skipped when its $SAVE_DIR/neural_cache.json or
 #           dynamic_eval.json is newer than the checkpoint.
-# Knobs:    SAVE_DIR (required), NAME, common.sh's (DATA_BIN, VENV_BIN, ...).
+# Knobs:    SAVE_DIR (required), NAME, RECORD=0 (record nothing: run.sh records the
+#           whole run in one file), common.sh's (DATA_BIN, VENV_BIN, ...).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 probe_cuda  # once, for every train.sh and eval.sh below
@@ -39,6 +40,6 @@ for PROTOCOL in blocks classic cache dynamic dynamic_cache; do
 done
 
 cd "$ROOT"
-"$PY" -m fairseq_adasoft.record protocols --results-dir "$RESULTS_DIR" \
+[ "${RECORD:-1}" = 0 ] || "$PY" -m fairseq_adasoft.record protocols --results-dir "$RESULTS_DIR" \
   --name "$NAME" --save-dir "$SAVE_DIR" \
   --command "SAVE_DIR=$SAVE_DIR bash recipes/wikitext2/protocols.sh"

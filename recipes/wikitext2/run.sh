@@ -77,7 +77,7 @@ phase prepare bash "$HERE/prepare.sh"
 phase train bash "$HERE/train.sh" "${MAIN_FLAGS[@]}" "$@"
 phase eval_valid env SUBSET=valid bash "$HERE/eval.sh"
 phase eval_test env SUBSET=test bash "$HERE/eval.sh"
-phase eval_classic env NAME="${NAME}_protocols" bash "$HERE/protocols.sh"
+phase eval_classic env RECORD=0 bash "$HERE/protocols.sh"
 
 cd "$ROOT"
 "$PY" -m fairseq_adasoft.record run --results-dir "$RESULTS_DIR" --protocols \

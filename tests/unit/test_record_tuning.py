@@ -99,3 +99,43 @@ def test_the_recorder_command_writes_a_valid_results_file_with_its_note_and_no_g
     assert [c["params"]["label"] for c in result["cases"]] == ["slow", "fast"]
     assert [c["metrics"]["lowest_valid"] for c in result["cases"]] == [False, True]
     assert result["goals"] == [] and provenance.validate(result) == []
+
+
+def test_a_whole_run_is_recorded_in_one_file_with_every_protocol_and_tuning(tmp_path, monkeypatch):
+    """run.sh's record run --protocols: training, phases, every protocol of protocols.sh and both tunings;
+    dynamic evaluation's valid split may go unscored (its tuning scored the start of valid)."""
+    from fairseq_adasoft import record
+
+    save_dir = fake_run(tmp_path / "run", 0.006, 48, [150.0, 140.0])
+    ppl = {"blocks": 130.0, "classic": 125.0, "cache": 100.0, "dynamic": 80.0, "dynamic_cache": 75.0}
+    for protocol, suffix in record.PROTOCOLS.items():
+        for split in ("valid", "test"):
+            if split == "valid" and protocol in record.TUNINGS_ONLY_VALID:
+                continue
+            stats = ("--dynamic-eval: gradient statistics read from /abs/stats.pt\n" if "dynamic" in protocol else "")
+            (tmp_path / "run" / f"eval_{split}{suffix}.log").write_text(
+                f"{stats}Evaluated 1,000 tokens in 12.5s (80.00 tokens/s)\nLoss (base 2): 7.0, Perplexity: {ppl[protocol]}\n")
+    grid = [{"size": 100, "theta": 1.0, "lambda": 0.1, "perplexity": 101.0}]
+    (tmp_path / "run" / "neural_cache.json").write_text(json.dumps(
+        {"subset": "valid", "streams": 10, "tokens": 5000, "without_cache": 124.9, "best": grid[0], "grid": grid}))
+    (tmp_path / "run" / "dynamic_eval.json").write_text(json.dumps(
+        {"subset": "valid", "streams": 1, "tokens": 2000, "without_dynamic_eval": 124.0,
+         "best": {"lr": 1e-4, "decay": 0.01, "perplexity": 82.0}, "grid": [{}, {}]}))
+    monkeypatch.setattr("sys.argv", ["record", "run", "--protocols", "--name", "run", "--command", "bash run.sh",
+                                     "--config", "qrnn_lm_wikitext2", "--save-dir", save_dir, "--phase-seconds",
+                                     "train=60", "eval_classic=30", "--results-dir", str(tmp_path / "results")])
+    record.main()
+    result = json.loads((tmp_path / "results" / "run.json").read_text())
+    assert provenance.validate(result) == [] and result["goals"] == []
+    assert result["note"] == "embedding 400, 4 x 800 QRNN; qrnn_lm_wikitext2"
+    by = {tuple(c["params"].get(k) for k in ("phase", "protocol", "split")): c["metrics"] for c in result["cases"]}
+    assert by[("job", None, None)] == {"train": 60.0, "eval_classic": 30.0, "total": 90.0}
+    assert by[("train", None, None)]["valid_ppl_per_epoch"] == [150.0, 140.0]
+    assert {k for k in by if k[0] == "eval"} == {("eval", p, s) for p in ppl for s in ("valid", "test")} - {
+        ("eval", "dynamic", "valid"), ("eval", "dynamic_cache", "valid")}
+    assert by[("eval", "dynamic", "test")] == {"loss_base2": 7.0, "perplexity": 80.0, "seconds": 12.5,
+                                               "statistics_from_file": True, "vs_classic": -0.36}
+    assert "vs_classic" not in by[("eval", "classic", "test")]
+    assert by[("tune", "cache", "valid")] == {"tokens": 5000, "streams": 10, "settings_tried": 1, "without": 124.9,
+                                              "size": 100, "theta": 1.0, "lambda": 0.1, "perplexity": 101.0}
+    assert by[("tune", "dynamic", "valid")]["lr"] == 1e-4 and by[("tune", "dynamic", "valid")]["settings_tried"] == 2
