@@ -16,7 +16,8 @@ docs/results.md is every benchmark module's ``SECTIONS`` (benchmarks/<name>.py),
 README.md and docs/**/*.md may hold blocks ``<!-- KEY:begin`` TEMPLATE ``-->`` ... ``<!-- KEY:end -->``:
 the text between ``-->`` and the end marker is TEMPLATE with each placeholder
 ``{stem:param=value,...:key[:format spec]}`` replaced by that file's one matching case's value,
-``{stem:machine}`` by its machine in words, ``{stem:date}`` and ``{stem:revision}`` likewise.
+``{stem:goal=name prefix:value}`` by a goal's value (or threshold, met), ``{stem:machine}`` by
+its machine in words, ``{stem:date}`` and ``{stem:revision}`` likewise.
 A spread renders as its median, a list item by item, None as —, an int with thousands
 separators, a float with 2 decimals unless a format spec says otherwise (also "min": seconds
 as "1.5 min", "x": a ratio as "2.50x").
@@ -143,9 +144,12 @@ def placeholder(match) -> str:
         return {"machine": machine(record), "date": record["date"][:10], "revision": record["git_revision"][:7]}[rest]
     where, key, *spec = rest.split(":")
     params = dict(pair.split("=", 1) for pair in where.split(",") if pair)
-    found = select(record, params)
+    if "goal" in params:  # {stem:goal=NAME PREFIX:value|threshold|met}
+        found = [{"params": {}, "metrics": g} for g in record["goals"] if g["name"].startswith(params["goal"])]
+    else:
+        found = select(record, params)
     if len(found) != 1 or value(found[0], key) is None:
-        raise ResultsError(f"benchmarks/results/{stem}.json has {len(found)} cases with params {params} "
+        raise ResultsError(f"benchmarks/results/{stem}.json has {len(found)} cases or goals for {params} "
                            f"(the docs read one, with {key!r}): {match.group(0)}")
     return fmt(value(found[0], key), ":".join(spec))
 

@@ -65,16 +65,17 @@ def test_a_section_renders_each_files_cases_as_rows_and_its_goals(results):
 
 def test_a_template_block_is_rendered_between_its_markers(results):
     page = ("intro\n<!-- fig:begin\nb is {toy:variant=b:ratio:.0%} of a, {toy:variant=a,vocab=267744:ms} ms "
-            "on {toy_gpu:machine}, {toy:date}\n-->\nold text\n<!-- fig:end -->\nafter\n")
+            "on {toy_gpu:machine}, {toy:date}; {toy:goal=b at least:value:x}\n-->\nold text\n<!-- fig:end -->\nafter\n")
     rendered = report.render_blocks(page)
-    assert rendered == page.replace("old text", "b is 25% of a, 3.00 ms on H100, 2 cores, AMD EPYC, AVX2, 2026-12-01")
+    assert rendered == page.replace("old text", "b is 25% of a, 3.00 ms on H100, 2 cores, AMD EPYC, AVX2, 2026-12-01; "
+                                    "1.50x")
     assert report.render_blocks(rendered) == rendered
 
 
 def test_renderer_names_the_file_and_case_it_cannot_read(results):
-    with pytest.raises(report.ResultsError, match=r"toy\.json has 2 cases with params \{'variant': 'a'\}"):
+    with pytest.raises(report.ResultsError, match=r"toy\.json has 2 cases or goals for \{'variant': 'a'\}"):
         report.render_blocks("<!-- x:begin\n{toy:variant=a:ms}\n-->\n\n<!-- x:end -->")
-    with pytest.raises(report.ResultsError, match=r"toy\.json has 1 cases .* 'missing'"):
+    with pytest.raises(report.ResultsError, match=r"toy\.json has 1 cases or goals .* 'missing'"):
         report.render_blocks("<!-- x:begin\n{toy:variant=b:missing}\n-->\n\n<!-- x:end -->")
     with pytest.raises(report.ResultsError, match=r"benchmarks/results/gone\.json is missing"):
         report.render_blocks("<!-- x:begin\n{gone:machine}\n-->\n\n<!-- x:end -->")
