@@ -58,6 +58,8 @@ def test_a_section_renders_each_files_cases_as_rows_and_its_goals(results):
     assert "| b | 33,280 | 12.5 | 0.25x | 0.5 min | — |" in text and "267,744" not in text
     assert "- b at least 1.3x a: 1.50 (target 1.30): met" in text
     assert "- unmeasured: — (target 2.00): **not met**" in text and "- judged here: 0.50 (target 1): **not met**" in text
+    shown = {"toy"}  # a file's own goals go under the first section that shows it
+    assert "b at least" not in report.section(section, shown) and "judged here" in report.section(section, shown)
     several = report.section({**section, "files": ["toy", "toy_gpu"], "columns": {"ms": "ms"}})
     assert "| file (machine) | ms |" in several
     assert "| `toy_gpu.json` (H100, 2 cores, AMD EPYC, AVX2) | 1.25 |" in several
