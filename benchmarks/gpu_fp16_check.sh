@@ -15,13 +15,13 @@
 # Run from the repository root:  bash benchmarks/gpu_fp16_check.sh
 # Does: installs the wheelhouse offline, builds fairseq's C++/Cython extensions
 # (CPU ones only: CUDA_HOME is unset, the language model needs no CUDA extension),
-# installs the plugin, runs tests/test_cuda.py, makes a synthetic Zipf corpus,
+# installs the plugin, runs tests/unit/test_cuda.py, makes a synthetic Zipf corpus,
 # trains qrnn_lm with --fp16 for 300 updates (default and explicit
 # --ddp-backend pytorch_ddp, and with --qrnn-kernel triton), then fp32 and
 # --amp runs for comparison. python -m benchmarks.qrnn_layer --cuda then times
 # the kernels (qrnn_layer_cuda.json).
 # Writes logs and gpu_fp16_check.json to $OUT (default /tmp/gpu_fp16_check).
-# Expected: every tests/test_cuda.py test passes; every logged fp16 train loss
+# Expected: every tests/unit/test_cuda.py test passes; every logged fp16 train loss
 # is finite and falls as fp32's and --amp's do, with no fp16 overflow; a few
 # minutes in all, most of them compiling fairseq.
 set -euo pipefail
@@ -88,9 +88,9 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # The seed's cutoffs and the main job's tokens per stream (fairseq_adasoft/presets.py, plain Python).
 eval "$($PY fairseq_adasoft/presets.py --shell)"
 
-stamp "pytest tests/test_cuda.py"
+stamp "pytest tests/unit/test_cuda.py"
 set +e
-$PY -m pytest -q -p no:cacheprovider tests/test_cuda.py --junitxml "$WORK/junit.xml" 2>&1
+$PY -m pytest -q -p no:cacheprovider tests/unit/test_cuda.py --junitxml "$WORK/junit.xml" 2>&1
 PYTEST_RC=$?
 set -e
 

@@ -10,20 +10,26 @@ fairseq_adasoft.provenance:
     def measure(variant, vocab):          # one case, once: {metric: number, ...}
         return {"ms": ...}
 
-    def goals(cases):                     # optional: judged on the measured cases
+    def goals(cases):                     # optional: may add derived metrics, then judges
         return [goal("b at least 1.3x a", ratio(cases, "ms", {"variant": "a"}, {"variant": "b"}), 1.3)]
+
+    SECTIONS = [dict(title=..., command=..., files=[...], columns={...})]   # how benchmarks.report shows it
 
     if __name__ == "__main__":
         main("my_benchmark", CASES, measure, goals=goals, quick_cases=CASES[:1])
 """
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 from fairseq_adasoft import provenance
+from fairseq_adasoft.logs import json_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # BENCHMARK_RESULTS_DIR: where tests point benchmarks and recipes, to keep the recorded results untouched.
@@ -33,6 +39,13 @@ PLUGIN_DIR = os.path.dirname(provenance.__file__)  # fairseq's --user-dir: the p
 BIN = os.path.dirname(sys.executable)  # the venv's python and fairseq-* scripts
 # glibc's malloc otherwise hands large activations back to the OS after every step (as train.sh).
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+# Runs a command from a fresh small process: a child's ru_maxrss starts at the peak RSS of the
+# process that execs it (Linux keeps the old memory map's high-water mark), here the benchmark's.
+SHIM = ("import json, os, subprocess, sys, time\n"
+        "t = time.perf_counter(); p = subprocess.Popen(sys.argv[2:])\n"
+        "_, status, usage = os.wait4(p.pid, 0)\n"
+        "json.dump({'returncode': os.waitstatus_to_exitcode(status), 'wall_s': time.perf_counter() - t,\n"
+        "           'maxrss_kb': usage.ru_maxrss}, open(sys.argv[1], 'w'))\n")
 
 
 def spread(samples) -> dict:
@@ -45,9 +58,9 @@ def median(value):
     return value["median"] if isinstance(value, dict) else value
 
 
-def time_ms(fn, repeats: int, warmup: int = 1, sync=None) -> dict:
-    """min/median/max milliseconds of one call of ``fn``; ``sync`` waits for
-    queued device work (``torch.cuda.synchronize``) so a repeat times the work, not its launch."""
+def time_ms(fn, repeats: int, warmup: int = 1, calls: int = 1, sync=None) -> dict:
+    """min/median/max milliseconds of one call of ``fn`` (each repeat times ``calls`` calls);
+    ``sync`` waits for queued device work (``torch.cuda.synchronize``) so a repeat times the work, not its launch."""
     sync = sync or (lambda: None)
     for _ in range(warmup):
         fn()
@@ -55,19 +68,74 @@ def time_ms(fn, repeats: int, warmup: int = 1, sync=None) -> dict:
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        for _ in range(calls):
+            fn()
         sync()
-        samples.append(1000 * (time.perf_counter() - start))
+        samples.append(1000 * (time.perf_counter() - start) / calls)
     return spread(samples)
 
 
+def shown(text: str) -> str:
+    """``text`` with this checkout's path dropped: results files hold no absolute path."""
+    return text.replace(ROOT + os.sep, "").replace(ROOT, ".")
+
+
+def need(data: str) -> str:
+    if not os.path.isfile(os.path.join(data, "dict.txt")):
+        raise ValueError(f"{shown(data)} is missing: run recipes/wikitext2/prepare.sh first")
+    return data
+
+
+def run_child(cmd: list, log_path: str, env: dict = None) -> dict:
+    """Run ``cmd`` (output to ``log_path``): its exit status, wall seconds, peak RSS in MB and log text."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "w") as log:
+        subprocess.run([sys.executable, "-I", "-S", "-c", SHIM, log_path + ".rusage", *cmd],
+                       stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, check=True)
+    with open(log_path + ".rusage") as f:
+        r = json.load(f)
+    with open(log_path) as f:
+        text = f.read()
+    return {"returncode": r["returncode"], "wall_s": round(r["wall_s"], 2),
+            "peak_rss_mb": round(r["maxrss_kb"] / 1024, 1), "text": text}  # ru_maxrss is in KB on Linux
+
+
+def interval_wps(log_text: str) -> list:
+    """Words/s of each logged training interval but the first (start-up and warm-up); epoch summaries say train_wps."""
+    return [float(r["wps"]) for r in json_records(log_text.splitlines()) if "wps" in r][1:]
+
+
+def fairseq_train(flags: list, log_path: str, env: dict = None, launch: list = None) -> dict:
+    """A fairseq-train run (or ``launch``, e.g. torchrun) with the recipes' malloc settings; raises on failure."""
+    cmd = [*(launch or [os.path.join(BIN, "fairseq-train")]), *flags]
+    r = run_child(cmd, log_path, env=dict(os.environ, **MALLOC_ENV, **(env or {})))
+    if r["returncode"] != 0:
+        raise RuntimeError(f"{shown(' '.join(cmd))} failed:\n{r['text'][-3000:]}")
+    return r
+
+
+def train_wps(flags: list, updates: int) -> dict:
+    """Words/s of a fairseq-train run of ``updates`` on WikiText-2 at the main job's batch, ``flags`` after the shared ones."""
+    from fairseq_adasoft.presets import MAIN_JOB
+
+    common = ["--task", "language_modeling_freqsorted", "--user-dir", PLUGIN_DIR, "--optimizer", "adam", "--lr", "0.002",
+              "--tokens-per-sample", str(MAIN_JOB["tokens_per_sample"]), "--batch-size", str(MAIN_JOB["batch_size"]),
+              "--clip-norm", "0.25", "--cpu", "--disable-validation", "--no-save", "--seed", "1",
+              "--log-format", "json", "--log-interval", "10"]
+    with tempfile.TemporaryDirectory() as tmp:
+        r = fairseq_train([need(DATA), *common, *flags, "--max-update", str(updates)], os.path.join(tmp, "train.log"))
+    return {"words_per_s": spread(interval_wps(r["text"]))}
+
+
 def _merge(samples: list) -> dict:
-    """One case's metrics over its repeats: a number measured more than once becomes its spread."""
+    """One case's metrics over its repeats: a number (or a spread's median) measured more than once becomes a spread."""
     merged = {}
     for key in samples[0]:
         values = [s[key] for s in samples]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        merged[key] = spread(values) if numeric and len(values) > 1 else values[0]
+        if len(values) > 1 and all(isinstance(v, (int, float, dict)) and not isinstance(v, bool) for v in values):
+            merged[key] = spread([median(v) for v in values])
+        else:
+            merged[key] = values[0]
     return merged
 
 
@@ -79,7 +147,7 @@ def run(cases: list, measure, repeats: int = 1, log=print) -> list:
         for params, done in zip(cases, samples):
             start = time.perf_counter()
             done.append(measure(**params))
-            log(f"[{r + 1}/{repeats}] {params}: {done[-1]} ({time.perf_counter() - start:.1f} s)")
+            log(f"[{r + 1}/{repeats}] {params}: {done[-1]} ({time.perf_counter() - start:.1f} s)", flush=True)
     return [{"params": dict(params), "metrics": _merge(done)} for params, done in zip(cases, samples)]
 
 
@@ -91,9 +159,12 @@ def find(cases: list, **params) -> dict:
     return found[0]
 
 
-def ratio(cases: list, metric: str, numerator: dict, denominator: dict) -> float:
-    """The ratio of two cases' ``metric`` (medians where repeated)."""
-    return median(find(cases, **numerator)[metric]) / median(find(cases, **denominator)[metric])
+def ratio(cases: list, metric: str, numerator: dict, denominator: dict):
+    """The ratio of two cases' ``metric`` (medians where repeated); None when either was not measured."""
+    try:
+        return median(find(cases, **numerator)[metric]) / median(find(cases, **denominator)[metric])
+    except KeyError:
+        return None
 
 
 def goal(name: str, value, threshold: float, at_most: bool = False) -> dict:
@@ -102,27 +173,30 @@ def goal(name: str, value, threshold: float, at_most: bool = False) -> dict:
     return {"name": name, "threshold": threshold, "value": value, "met": bool(met)}
 
 
-def arguments(description: str, repeats: int = 1) -> argparse.ArgumentParser:
+def arguments(description: str = None, repeats: int = 1) -> argparse.ArgumentParser:
     """The command line every benchmark shares; a benchmark may add its own flags."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=description or sys.modules["__main__"].__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=repeats, help="rounds over all cases (default %(default)s)")
-    p.add_argument("--quick", action="store_true", help="a few small cases, to check the benchmark runs")
+    p.add_argument("--quick", action="store_true", help="a few small cases, to check the benchmark runs; writes nothing")
     p.add_argument("--tag", default="", help="appended to the results file's name, e.g. avx2")
     return p
 
 
-def main(name: str, cases: list, measure, goals=None, quick_cases=None, repeats: int = 1, args=None,
-         description: str = None) -> list:
+def main(name: str, cases: list, measure, goals=None, quick_cases=None, repeats: int = 1, argv=None, args=None):
     """Parse the shared flags (unless ``args`` is given), run the cases and write
-    RESULTS_DIR/<name>[_tag].json; returns the measured cases. --quick runs
-    ``quick_cases`` once and writes nothing."""
-    args = args or arguments(description or sys.modules["__main__"].__doc__, repeats).parse_args()
-    if args.quick:
-        return run(quick_cases if quick_cases is not None else cases[:1], measure, 1)
-    measured = run(cases, measure, args.repeats)
+    RESULTS_DIR/<name>[_tag].json. --quick runs ``quick_cases`` once and checks that they
+    make a valid results file, writing none. Returns (cases, goals) as measured and judged."""
+    args = args or arguments(repeats=repeats).parse_args(argv)
+    measured = run(quick_cases if args.quick and quick_cases is not None else cases, measure,
+                   1 if args.quick else args.repeats)
+    judged = goals(measured) if goals else []
+    module = measure.__module__
+    module = sys.modules["__main__"].__spec__.name if module == "__main__" else module
+    command = " ".join(["python -m " + module, *(sys.argv[1:] if argv is None else argv)])
     name = f"{name}_{args.tag}" if args.tag else name
-    spec = getattr(sys.modules["__main__"], "__spec__", None)  # run as python -m benchmarks.X
-    command = " ".join(["python -m " + spec.name, *sys.argv[1:]]) if spec else None
-    path = provenance.write_results(name, measured, command, RESULTS_DIR, goals(measured) if goals else [])
-    print(os.path.relpath(path, ROOT))
-    return measured
+    with tempfile.TemporaryDirectory() as scratch:  # --quick: validated (write_results raises), then dropped
+        path = provenance.write_results(name, measured, command, scratch if args.quick else RESULTS_DIR, judged)
+        print("\n".join(f"{'met' if g['met'] else 'NOT met'}: {g['name']} ({g['value']})" for g in judged))
+        print("valid results file (not kept)" if args.quick else shown(path))
+    return measured, judged

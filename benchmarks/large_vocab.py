@@ -1,293 +1,222 @@
-"""What a large vocabulary costs qrnn_lm's training on this CPU, and what
-adaptive input (Baevski & Auli 2019) wins back, at equal embed_dim and QRNN
-(qrnn_lm_wikitext2's 4 x 800, embedding 400; the adaptive softmax at div 4;
-bf16 matmuls, --cpu-autocast-bf16, on CPUs that have bf16 instructions):
+"""What a large vocabulary costs qrnn_lm's training on this CPU, and what adaptive
+input (Baevski & Auli 2019) wins back, at equal embed_dim and QRNN
+(qrnn_lm_wikitext2's 4 x 800, embedding 400, adaptive softmax div 4; bf16
+matmuls on CPUs that have bf16 instructions):
 
   (a) plain embedding, the head's shortlist tied to it (the main job's tying),
   (b) adaptive input (factor 4) + adaptive softmax, untied,
-  (c) (b) tied: each band's embedding is its softmax cluster's (--tie-adaptive-weights;
-      the tails keep their own projections, see docs/large-vocabularies.md).
+  (c) (b) tied: each band's embedding is its softmax cluster's.
 
-On a Zipf corpus with V = 267,744 (benchmarks.zipf_corpus; WikiText-103's
-cutoffs 2800,20000,76000) and on WikiText-2 (V = 33,280, the seed's cutoffs):
+On a Zipf corpus with V = 267,744 (benchmarks.zipf_corpus, WikiText-103's
+cutoffs) and WikiText-2 (V = 33,280), each case one mode:
+  one_process, ddp_2_gloo: fairseq-train words/s (first interval dropped) and the
+      largest process's peak RSS, in one process or 2-process gloo DDP (same global batch);
+  steps: where a one-process step goes (forward / backward / optimizer, and the
+      gradients' all-reduce between 2 gloo processes in DDP's 25 MB buckets), and
+      the input and output layers' parameters and training state;
+  quality: WikiText-2 validation perplexity of (a) and (c) after 600 updates.
 
-  speed:   real fairseq-train runs, words/s (fairseq's log, first interval
-           dropped) and the largest process's peak RSS, in one process and
-           under 2-process gloo DDP (torchrun + fairseq_adasoft.launch, one
-           thread each, the same global batch);
-  steps:   where a step's time goes, forward / backward / gradient all-reduce /
-           optimizer (benchmarks.step_breakdown, in a child process with the
-           runs' malloc settings), and the parameters,
-           gradients and Adam states of the input and output layers;
-  quality: WikiText-2 only, (a) and (c) trained the same number of updates
-           (the main job's flags), validation perplexity.
-
-    python -m benchmarks.large_vocab            # writes benchmarks/results/large_vocab.json
-    python -m benchmarks.large_vocab --quick    # tiny corpora and models in a temp folder, writes nothing
-    python -m benchmarks.large_vocab --side-by-side 2   # the speed goals' pairs in turn: large_vocab_side_by_side.json
-    python -m benchmarks.large_vocab --side-by-side 2 --baseline-rev REV --corpus zipf
-        # each pair with REV's plugin and this checkout's in turn: large_vocab_before_after.json
+    python -m benchmarks.large_vocab [--quick]
+    python -m benchmarks.large_vocab --pairs --repeats 4   # the one-process goals' pairs in turn: large_vocab_side_by_side.json
 """
 
-import argparse
+import functools
 import os
+import sys
 import tempfile
+import time
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from benchmarks import step_breakdown, zipf_corpus
-from benchmarks.before_after import baseline_worktree, check_plugin, run_child
-from benchmarks.common import BIN, DATA, MALLOC_ENV, PLUGIN_DIR, ROOT, spread, time_ms, write_result
-from fairseq_adasoft.logs import json_records
+from benchmarks import zipf_corpus
+from benchmarks.harness import (BIN, DATA, MALLOC_ENV, PLUGIN_DIR, ROOT, arguments, fairseq_train, find, goal,
+                                interval_wps, main, median, spread, time_ms)
 from fairseq_adasoft.hardware import cpu_has_native_bf16
+from fairseq_adasoft.logs import json_records
 from fairseq_adasoft.presets import ARCHITECTURES, MAIN_JOB
 
-VARIANTS = {
-    "a": ("plain embedding + adaptive softmax, shortlist tied", ["--tie-adaptive-weights"]),
-    "b": ("adaptive input + adaptive softmax", ["--adaptive-input"]),
-    "c": ("adaptive input tied to the adaptive softmax", ["--adaptive-input", "--tie-adaptive-weights"]),
-}
+VARIANTS = {"a": ["--tie-adaptive-weights"], "b": ["--adaptive-input"], "c": ["--adaptive-input", "--tie-adaptive-weights"]}
 ARCH = "qrnn_lm_wikitext2"
 CUTOFFS = {"zipf": ARCHITECTURES["qrnn_lm_wikitext103"]["adaptive_softmax_cutoff"],
-           "wikitext2": ARCHITECTURES[ARCH]["adaptive_softmax_cutoff"]}
-QUICK_MODEL, QUICK_CUTOFFS = ["--embed-dim", "16", "--hidden-size", "32", "--num-layers", "2"], "0.05,0.2,0.5"
-BATCH = ["--batch-size", str(MAIN_JOB["batch_size"]), "--tokens-per-sample", str(MAIN_JOB["tokens_per_sample"])]
-DDP_BATCH = ["--batch-size", str(MAIN_JOB["batch_size"] // 2), "--tokens-per-sample", str(MAIN_JOB["tokens_per_sample"])]
-COMMON = ["--task", "language_modeling_freqsorted", "--arch", ARCH,
-          "--criterion", "adaptive_softmax", "--optimizer", "adam", "--lr", "0.002", "--clip-norm", "0.25",
-          "--cpu", "--seed", "1", "--log-format", "json", "--num-workers", "0"]
-SPEED = ["--disable-validation", "--no-save", "--log-interval", "5"]
-SPEED_UPDATES, QUICK_UPDATES = 50, 10  # fairseq logs every 5 updates: the median of 9 intervals
-# Quality: the main job's training flags and learning rate, decayed over QUALITY_UPDATES.
-ONE_PROCESS_GOAL = 1.3  # the issue's: (b) at least this many times (a)'s words/s in one process
-SIDE_BY_SIDE = {"zipf": ("a", "b"), "wikitext2": ("a", "c")}  # the pairs the one-process speed goals compare
-MODEL = f"--arch {ARCH} (4 x 800 QRNN, embedding 400), adaptive softmax div 4"
-QUALITY_UPDATES = 600  # about one epoch of WikiText-2 at the main job's batch
-# --no-save: a run never resumes an earlier one's checkpoint (of other flags, or already finished).
+           "wikitext2": ARCHITECTURES[ARCH]["adaptive_softmax_cutoff"], "quick": "0.05,0.2,0.5"}
+COMMON = ["--user-dir", PLUGIN_DIR, "--task", "language_modeling_freqsorted", "--arch", ARCH, "--criterion",
+          "adaptive_softmax", "--optimizer", "adam", "--lr", "0.002", "--clip-norm", "0.25", "--cpu", "--seed", "1",
+          "--log-format", "json", "--num-workers", "0", "--adaptive-softmax-div-value", "4"]
+STREAMS, TOKENS = MAIN_JOB["batch_size"], str(MAIN_JOB["tokens_per_sample"])
+SPEED = ["--disable-validation", "--no-save", "--log-interval", "5"]  # 50 updates: the median of 9 intervals
+# --no-save: a run never resumes an earlier one's checkpoint. The main job's flags, decayed over 600 updates.
 QUALITY = ["--no-save", "--stateful-bptt", "--lr", str(MAIN_JOB["lr"]), "--lr-scheduler", "polynomial_decay",
            "--warmup-updates", "100", "--end-learning-rate", "0.0001", "--log-interval", "100"]
+GOAL_ONE_PROCESS, GOAL_DDP, GOAL_STATE, GOAL_PPL_GAP = 1.3, 1.5, 5.0, 0.03
+PAIRS = {"zipf": ("a", "b"), "wikitext2": ("a", "c")}  # what the one-process goals compare
+CASES = [dict(corpus=c, variant=v, mode=m) for c in ("zipf", "wikitext2") for v in VARIANTS
+         for m in ("steps", "one_process", "ddp_2_gloo")] + [dict(corpus="wikitext2", variant=v, mode="quality") for v in "ac"]
+PAIR_CASES = [dict(corpus=c, variant=v, mode="one_process") for c, pair in PAIRS.items() for v in pair]
+DDP_BUCKET_BYTES, STEP_REPEATS, WARMUP_STEPS = 25 * 2**20, 4, 3  # DDP's bucket_cap_mb; steps timed after Adam's state exists
 
 
-# (a)'s embedding at V = 267,744 in fp32: the size its gradient, clipping and Adam stream every step.
-EMBEDDING_BYTES = zipf_corpus.BENCHMARK["vocab"] * ARCHITECTURES[ARCH]["embed_dim"] * 4
+@functools.lru_cache(maxsize=None)
+def work(quick: bool) -> str:
+    return tempfile.mkdtemp(prefix="large_vocab_") if quick else os.path.join(ROOT, "runs", "eval_lm_bench")
 
 
-def copy_gb_per_s(nbytes: int = EMBEDDING_BYTES) -> float:
-    """The memory bandwidth the machine gives now: GB read + written per second by copying
-    ``nbytes`` (median of a few copies). (a)'s extra work over (b) is such passes."""
+def flags(corpus: str, variant: str, quick: bool, streams: int = STREAMS) -> list:
+    data = zipf_corpus.benchmark_corpus(corpus, work(quick), quick, DATA)
+    size = ["--embed-dim", "16", "--hidden-size", "32", "--num-layers", "2"] if quick else []
+    return [data, *COMMON, *size, *["--cpu-autocast-bf16"] * cpu_has_native_bf16(), "--adaptive-softmax-cutoff",
+            CUTOFFS["quick" if quick else corpus], *VARIANTS[variant], "--batch-size", str(streams), "--tokens-per-sample", TOKENS]
+
+
+def copy_gb_per_s(nbytes: int = zipf_corpus.BENCHMARK["vocab"] * 400 * 4) -> float:
+    """GB read + written per second copying (a)'s fp32 embedding at V = 267,744: (a)'s extra work over (b) is such passes."""
     src = torch.ones(nbytes // 4)
     dst = torch.empty_like(src)
-    ms = time_ms(lambda: dst.copy_(src), repeats=5)["median"]
-    return round(2 * nbytes / ms / 1e6, 1)
+    return round(2 * nbytes / time_ms(lambda: dst.copy_(src), repeats=5)["median"] / 1e6, 1)
 
 
-def fairseq_flags(plugin: str = PLUGIN_DIR) -> list:
-    """The flags every run shares, with the plugin it runs (--user-dir)."""
-    return ["--user-dir", plugin, *COMMON]
+def _all_reduce(rank, init_file, sizes, out):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    buckets, samples = [torch.zeros(n) for n in sizes], []
+    for _ in range(STEP_REPEATS + 1):  # the first is a warm-up
+        dist.barrier()
+        start = time.perf_counter()
+        for b in buckets:
+            dist.all_reduce(b)
+        samples.append(1000 * (time.perf_counter() - start))
+    if rank == 0:
+        torch.save(samples[1:], out)
+    dist.destroy_process_group()
+    os._exit(0)  # gloo's threads may abort interpreter finalization (see fairseq_adasoft.launch)
 
 
-def model_flags(corpus: str, quick: bool) -> list:
-    # The main job's precision where bf16 matmuls pay (recipes/wikitext2/run.sh), fp32 elsewhere.
-    precision = ["--cpu-autocast-bf16"] if cpu_has_native_bf16() else []
-    return [*(QUICK_MODEL if quick else []), *precision, "--adaptive-softmax-cutoff",
-            QUICK_CUTOFFS if quick else CUTOFFS[corpus], "--adaptive-softmax-div-value", "4"]
+def all_reduce_ms(numels: list) -> dict:
+    """Milliseconds to all-reduce gradients of these sizes in DDP-sized buckets between 2 gloo processes."""
+    sizes, current = [], 0
+    for n in numels:
+        current += n
+        if current * 4 >= DDP_BUCKET_BYTES:
+            sizes, current = sizes + [current], 0
+    with tempfile.TemporaryDirectory() as d:
+        mp.spawn(_all_reduce, args=(os.path.join(d, "init"), sizes + [current] * (current > 0), f"{d}/ms.pt"), nprocs=2)
+        return spread(torch.load(f"{d}/ms.pt"))
 
 
-def interval_wps(log_text: str) -> list:
-    """Words/s of each logged training interval but the first (start-up and warm-up)."""
-    return [float(r["wps"]) for r in json_records(log_text.splitlines()) if "wps" in r][1:]
+def io_layers(model) -> dict:
+    """The input and output layers' parameters (shared ones once) and their fp32 training state."""
+    params = {id(p): p for m in (model.decoder.embed_tokens, model.decoder.adaptive_softmax) for p in m.parameters()}
+    n = sum(p.numel() for p in params.values())
+    return {"io_parameters": n, "io_train_state_mb": n * 4 * 4 / 2**20}  # weights, gradients, Adam's 2 moments
 
 
-def train_speed(data: str, flags: list, updates: int, log: str, ddp: bool, plugin: str = PLUGIN_DIR) -> dict:
-    if ddp:
-        launch = [os.path.join(BIN, "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "fairseq_adasoft.launch"]
-        flags = [*flags, *DDP_BATCH, "--distributed-backend", "gloo"]
-        env = dict(os.environ, **MALLOC_ENV, OMP_NUM_THREADS="1")  # one core per process
-    else:
-        launch, flags, env = [os.path.join(BIN, "fairseq-train")], [*flags, *BATCH], dict(os.environ, **MALLOC_ENV)
-    cmd = [*launch, data, *fairseq_flags(plugin), *SPEED, *flags, "--max-update", str(updates)]
-    r = run_child(cmd, log, env=env)
-    text = open(log).read()
-    if r["returncode"] != 0:
-        raise RuntimeError(f"fairseq-train failed ({log}):\n{text[-3000:]}")
-    return {"intervals": interval_wps(text), "peak_rss_mb": r["peak_rss_mb"], "wall_s": r["wall_s"],
-            "command": " ".join(cmd).replace(ROOT + os.sep, "")}
+def steps(args: list) -> dict:
+    """A one-process training step's phases, in this process (started with the runs' malloc settings)."""
+    from fairseq import optim, options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), input_args=args))
+    task = tasks.setup_task(cfg.task)
+    model, criterion = task.build_model(cfg.model), task.build_criterion(cfg.criterion)
+    params = list({id(p): p for p in model.parameters()}.values())
+    optimizer = optim.build_optimizer(cfg.optimizer, [p for p in params if p.requires_grad])
+    task.load_dataset("train")
+    sample = next(task.get_batch_iterator(task.dataset("train"), max_sentences=cfg.dataset.batch_size,
+                                          seed=1).next_epoch_itr(shuffle=False))
+    phases = {"forward_ms": [], "backward_ms": [], "optimizer_ms": []}
+    model.train()
+    for repeat in range(WARMUP_STEPS + STEP_REPEATS):
+        t0 = time.perf_counter()
+        loss = criterion(model, sample)[0]
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        optimizer.clip_grad_norm(cfg.optimization.clip_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+        for name, (a, b) in zip(phases, ((t0, t1), (t1, t2), (t2, time.perf_counter()))):
+            phases[name] += [1000 * (b - a)] * (repeat >= WARMUP_STEPS)
+    ms = {**{k: spread(v) for k, v in phases.items()}, "all_reduce_ms": all_reduce_ms([p.numel() for p in params])}
+    total = sum(m["median"] for m in ms.values())
+    return {**ms, **{k.replace("_ms", "_share"): round(m["median"] / total, 3) for k, m in ms.items()},
+            "parameters": sum(p.numel() for p in params), **io_layers(model), "tokens_per_step": int(sample["ntokens"])}
 
 
-def speed(data: str, flags: list, updates: int, log: str, ddp: bool) -> dict:
-    run = train_speed(data, flags, updates, log, ddp)
-    return {"words_per_s": spread(run.pop("intervals")), **run}
+def measure(corpus: str, variant: str, mode: str, quick: bool = False) -> dict:
+    updates = "10" if quick else "50"
+    log = os.path.join(work(quick), "large_vocab", f"{corpus}-{variant}-{mode}.log")
+    if mode == "steps":
+        return steps(flags(corpus, variant, quick))
+    if mode == "quality":
+        updates = "10" if quick else "600"
+        r = fairseq_train([*flags(corpus, variant, quick), *QUALITY, "--max-update", updates, "--total-num-update", updates], log)
+        valid = [float(rec["valid_ppl"]) for rec in json_records(r["text"].splitlines()) if "valid_ppl" in rec]
+        return {"valid_ppl": valid[-1], "updates": int(updates)}
+    ddp = mode == "ddp_2_gloo"
+    bandwidth = copy_gb_per_s()
+    launch = [os.path.join(BIN, "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "fairseq_adasoft.launch"]
+    r = fairseq_train([*flags(corpus, variant, quick, STREAMS // 2 if ddp else STREAMS), *SPEED, "--max-update", updates,
+                       *["--distributed-backend", "gloo"] * ddp], log, env={"OMP_NUM_THREADS": "1"} if ddp else None,
+                      launch=launch if ddp else None)  # DDP: one core per process
+    return {"words_per_s": spread(interval_wps(r["text"])), "peak_rss_mb": r["peak_rss_mb"], "copy_gb_per_s": bandwidth}
 
 
-def one_process_goals(zipf_b_over_a: float, wikitext2_c_over_a: float) -> dict:
-    """The one-process speed goals, judged on unrounded ratios (0.9995 is slower, though it prints as 1.0)."""
-    return {f"zipf_b_at_least_{ONE_PROCESS_GOAL:g}x_a_one_process": zipf_b_over_a >= ONE_PROCESS_GOAL,
-            "wikitext2_c_not_slower": wikitext2_c_over_a >= 1.0}
+def goals(cases):
+    """Adds the one-process step's ms at V = 267,744 (tokens per step over words/s) and what (b) saves, then judges."""
+    get = lambda corpus, v, mode: next((c["metrics"] for c in cases if dict(  # noqa: E731
+        corpus=corpus, variant=v, mode=mode).items() <= c["params"].items()), None)
+    wps = lambda corpus, v, mode="one_process": median(get(corpus, v, mode)["words_per_s"]) if get(corpus, v, mode) else None  # noqa: E731
+    over = lambda x, y: x / y if x is not None and y else None  # noqa: E731
+    step = {v: get("zipf", v, "steps") for v in "ab"}
+    if all(step.values()) and wps("zipf", "a") and wps("zipf", "b"):
+        for v in "ab":
+            get("zipf", v, "one_process")["step_ms"] = 1000 * step[v]["tokens_per_step"] / wps("zipf", v)
+        a, b = get("zipf", "a", "one_process"), get("zipf", "b", "one_process")
+        b.update(step_ms_saved_vs_a=a["step_ms"] - b["step_ms"], step_ms_for_goal=(a["step_ms"] - b["step_ms"]) / (GOAL_ONE_PROCESS - 1),
+                 optimizer_ms_saved_vs_a=step["a"]["optimizer_ms"]["median"] - step["b"]["optimizer_ms"]["median"])
+    q = {v: get("wikitext2", v, "quality") for v in "ac"}
+    judged = [goal(f"zipf: (b) at least {GOAL_ONE_PROCESS:g}x (a)'s words/s, one process", over(wps("zipf", "b"), wps("zipf", "a")), GOAL_ONE_PROCESS),
+              goal("wikitext2: (c) not slower than (a), one process", over(wps("wikitext2", "c"), wps("wikitext2", "a")), 1.0),
+              goal(f"zipf: (b) at least {GOAL_DDP:g}x (a)'s words/s, 2-process DDP",
+                   over(wps("zipf", "b", "ddp_2_gloo"), wps("zipf", "a", "ddp_2_gloo")), GOAL_DDP),
+              goal(f"zipf: input + output layers' training state at least {GOAL_STATE:g}x smaller, (a) over (b)",
+                   over(*(step[v]["io_train_state_mb"] if step[v] else None for v in "ab")), GOAL_STATE),
+              goal("wikitext2: (c)'s valid perplexity within 3% of (a)'s (gap)",
+                   over(q["c"]["valid_ppl"], q["a"]["valid_ppl"]) - 1 if all(q.values()) else None, GOAL_PPL_GAP, at_most=True)]
+    return [g for g in judged if g["value"] is not None]  # a case list without a goal's cases does not judge it
 
 
-def pair_runs(work: str, quick: bool, repeats: int, updates: int, corpora: list, plugins: dict) -> dict:
-    """The one-process speed goals' pairs of ``corpora``, each run in turn ``repeats`` times
-    (a, b, a, b, ...; with several plugins, each plugin's pair in turn), so a drift in the
-    machine's speed reaches all alike. Per plugin label and corpus: words/s over all of each
-    variant's logged intervals, each run's median, the ratio of the medians, each repeat's
-    ratio of its two runs' medians, and the memory bandwidth before each repeat."""
-    out = {label: {} for label in plugins}
-    for corpus in corpora:
-        pair = SIDE_BY_SIDE[corpus]
-        data = zipf_corpus.benchmark_corpus(corpus, work, quick, DATA)
-        intervals = {(label, v): [] for label in plugins for v in pair}
-        medians = {(label, v): [] for label in plugins for v in pair}
-        commands, bandwidth = {}, []
-        for repeat in range(repeats):
-            bandwidth.append(copy_gb_per_s())
-            for label, plugin in plugins.items():
-                for v in pair:
-                    log = os.path.join(work, "large_vocab", f"side-by-side-{corpus}-{label}-{v}-{repeat}.log")
-                    run = train_speed(data, [*model_flags(corpus, quick), *VARIANTS[v][1]], updates, log, ddp=False,
-                                      plugin=plugin)
-                    intervals[label, v] += run["intervals"]
-                    medians[label, v].append(spread(run["intervals"])["median"])
-                    commands[label] = run["command"]
-                    print(f"{corpus:9s} {label} ({v}) run {repeat + 1}: {medians[label, v][-1]:8.0f} words/s",
-                          flush=True)
-        for label in plugins:
-            wps = {v: spread(intervals[label, v]) for v in pair}
-            out[label][corpus] = {"pair": list(pair), "words_per_s": wps,
-                                  "run_medians": {v: medians[label, v] for v in pair},
-                                  "repeat_ratios": [ratio(b, a) for a, b in zip(*(medians[label, v] for v in pair))],
-                                  "copy_gb_per_s_before_each_repeat": bandwidth,
-                                  "ratio": ratio(wps[pair[1]]["median"], wps[pair[0]]["median"]),
-                                  "command": commands[label]}
-    return out
-
-
-def side_by_side(work: str, quick: bool, repeats: int, updates: int) -> dict:
-    """Both pairs with this checkout's plugin, and the one-process speed goals judged on them."""
-    out = pair_runs(work, quick, repeats, updates, list(SIDE_BY_SIDE), {"current": PLUGIN_DIR})["current"]
-    z, w = out["zipf"]["words_per_s"], out["wikitext2"]["words_per_s"]
-    out["goals"] = one_process_goals(z["b"]["median"] / z["a"]["median"], w["c"]["median"] / w["a"]["median"])
-    return out
-
-
-def before_after(work: str, quick: bool, repeats: int, updates: int, corpora: list, rev: str) -> dict:
-    """The pairs of ``corpora`` with the plugin of git revision ``rev`` (a temporary worktree)
-    and with this checkout's, in turn."""
-    with baseline_worktree(rev) as (plugin, sha):
-        check_plugin(plugin)
-        runs = pair_runs(work, quick, repeats, updates, corpora, {"baseline": plugin, "current": PLUGIN_DIR})
-    return {"baseline_rev": sha, **runs}
-
-
-def valid_perplexity(data: str, flags: list, updates: int, log: str) -> dict:
-    cmd = [os.path.join(BIN, "fairseq-train"), data, *fairseq_flags(), *QUALITY, *BATCH, *flags,
-           "--max-update", str(updates), "--total-num-update", str(updates)]
-    r = run_child(cmd, log, env=dict(os.environ, **MALLOC_ENV))
-    records = list(json_records(open(log).read().splitlines()))
-    valid = [rec for rec in records if "valid_ppl" in rec]
-    if r["returncode"] != 0 or not valid:
-        raise RuntimeError(f"fairseq-train failed or did not validate ({log})")
-    train = [rec for rec in records if "train_wps" in rec]
-    return {"updates": updates, "valid_ppl": float(valid[-1]["valid_ppl"]), "train_wps": float(train[-1]["train_wps"]),
-            "wall_s": r["wall_s"], "command": " ".join(cmd).replace(ROOT + os.sep, "")}
-
-
-def ratio(x, y):
-    return round(x / y, 3)
-
-
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny corpora, model and runs in a temp folder; no file")
-    parser.add_argument("--work-dir", default=os.path.join(ROOT, "runs", "eval_lm_bench"),
-                        help="where the Zipf corpus is kept (shared with benchmarks.eval_lm) and runs write")
-    parser.add_argument("--side-by-side", type=int, metavar="N",
-                        help="only run the one-process speed goals' pairs in turn, N times each, and write "
-                             "large_vocab_side_by_side.json")
-    parser.add_argument("--baseline-rev", metavar="REV",
-                        help="with --side-by-side: run each pair with the plugin of git revision REV (a temporary "
-                             "worktree) and with this checkout's in turn, and write large_vocab_before_after.json")
-    parser.add_argument("--corpus", action="append", choices=list(SIDE_BY_SIDE),
-                        help="with --baseline-rev: only this corpus's pair (repeatable; default both)")
-    args = parser.parse_args(argv)
-    if args.corpus and not args.baseline_rev:
-        raise ValueError("--corpus picks the pairs of a --baseline-rev comparison; --side-by-side alone judges "
-                         "both one-process goals, so it runs both pairs: add --baseline-rev REV, or drop --corpus")
-    if args.baseline_rev and not args.side_by_side:
-        raise ValueError("--baseline-rev compares the --side-by-side pairs: add --side-by-side N")
-    work = tempfile.mkdtemp(prefix="large_vocab_") if args.quick else args.work_dir
-    os.makedirs(os.path.join(work, "large_vocab"), exist_ok=True)
-    updates = QUICK_UPDATES if args.quick else SPEED_UPDATES
-    if args.side_by_side:
-        head = {"model": MODEL, "batch": " ".join(BATCH)}
-        command = f"python -m benchmarks.large_vocab --side-by-side {args.side_by_side}"
-        if args.baseline_rev:
-            corpora = args.corpus or list(SIDE_BY_SIDE)
-            payload = {**head, **before_after(work, args.quick, args.side_by_side, updates, corpora, args.baseline_rev)}
-            name = "large_vocab_before_after"
-            command += f" --baseline-rev {args.baseline_rev}" + "".join(f" --corpus {c}" for c in corpora)
-        else:
-            payload = {**head, **side_by_side(work, args.quick, args.side_by_side, updates)}
-            name = "large_vocab_side_by_side"
-        if not args.quick:
-            print(write_result(name, payload, command))
-        return payload
-    payload = {"variants": {k: {"what": what, "flags": " ".join(f)} for k, (what, f) in VARIANTS.items()},
-               "model": MODEL,
-               "batch": {"one_process": " ".join(BATCH), "ddp_per_process": " ".join(DDP_BATCH)},
-               "corpora": {}, "speed": {}, "steps": {}}
-    for corpus in ("zipf", "wikitext2"):
-        data = zipf_corpus.benchmark_corpus(corpus, work, args.quick, DATA)
-        payload["corpora"][corpus] = {"data": data.replace(ROOT + os.sep, ""),
-                                      "dictionary_size": zipf_corpus.dictionary_size(data),
-                                      "model_flags": " ".join(model_flags(corpus, args.quick))}
-        runs = payload["speed"][corpus] = {}
-        for variant, (_, flags) in VARIANTS.items():
-            flags = [*model_flags(corpus, args.quick), *flags]
-            payload["steps"].setdefault(corpus, {})[variant] = step_breakdown.measure_in_child(
-                data, [*fairseq_flags(), *BATCH, *flags],
-                os.path.join(work, "large_vocab", f"{corpus}-{variant}-steps.json"))
-            for mode in ("one_process", "ddp_2_gloo"):
-                log = os.path.join(work, "large_vocab", f"{corpus}-{variant}-{mode}.log")
-                runs.setdefault(variant, {})[mode] = speed(data, flags, updates, log, mode != "one_process")
-                print(f"{corpus:9s} ({variant}) {mode:11s} {runs[variant][mode]['words_per_s']['median']:8.0f} words/s "
-                      f"peak RSS {runs[variant][mode]['peak_rss_mb']:6.0f} MB", flush=True)
-    quality = {}
-    for variant in ("a", "c"):
-        flags = [*model_flags("wikitext2", args.quick), *VARIANTS[variant][1]]
-        quality[variant] = valid_perplexity(zipf_corpus.benchmark_corpus("wikitext2", work, args.quick, DATA), flags,
-                                            QUICK_UPDATES if args.quick else QUALITY_UPDATES,
-                                            os.path.join(work, "large_vocab", f"quality-{variant}.log"))
-        print(f"wikitext2 ({variant}) valid ppl {quality[variant]['valid_ppl']:.2f}", flush=True)
-    payload["quality_wikitext2"] = quality
-    payload["derived"] = derive(payload)
-    if not args.quick:
-        print(write_result("large_vocab", payload, "python -m benchmarks.large_vocab"))
-    return payload
-
-
-def derive(p: dict) -> dict:
-    """The ratios the goals name, and whether each is met."""
-    wps = {c: {v: {m: r["words_per_s"]["median"] for m, r in modes.items()} for v, modes in runs.items()}
-           for c, runs in p["speed"].items()}
-    layers = {v: p["steps"]["zipf"][v]["input_output_layers"]["train_state_bytes"] for v in VARIANTS}
-    q = p["quality_wikitext2"]
-    raw = {
-        "zipf_b_over_a_one_process": wps["zipf"]["b"]["one_process"] / wps["zipf"]["a"]["one_process"],
-        "zipf_b_over_a_ddp": wps["zipf"]["b"]["ddp_2_gloo"] / wps["zipf"]["a"]["ddp_2_gloo"],
-        "zipf_io_train_state_a_over_b": layers["a"] / layers["b"],
-        "zipf_io_train_state_a_over_c": layers["a"] / layers["c"],
-        "wikitext2_c_over_a_one_process": wps["wikitext2"]["c"]["one_process"] / wps["wikitext2"]["a"]["one_process"],
-        "wikitext2_c_valid_ppl_gap": q["c"]["valid_ppl"] / q["a"]["valid_ppl"] - 1,
-    }
-    derived = {k: round(v, 4 if k.endswith("gap") else 3) for k, v in raw.items()}
-    derived["goals"] = {  # judged before rounding
-        **one_process_goals(raw["zipf_b_over_a_one_process"], raw["wikitext2_c_over_a_one_process"]),
-        "zipf_b_at_least_1.5x_a_ddp": raw["zipf_b_over_a_ddp"] >= 1.5,
-        "zipf_io_train_state_at_least_5x_smaller": raw["zipf_io_train_state_a_over_b"] >= 5,
-        "wikitext2_c_valid_ppl_within_3%": raw["wikitext2_c_valid_ppl_gap"] <= 0.03,
-    }
-    return derived
-
+COMMAND = "python -m benchmarks.large_vocab"
+SECTIONS = [dict(title="Large vocabularies: adaptive input, fairseq-train words/s", command=COMMAND, files=["large_vocab"],
+                 where={"mode": m}, columns={"corpus": "corpus", "variant": "variant", "words/s": "words_per_s:,.0f",
+                                             "peak RSS, MB": "peak_rss_mb:,.0f"},
+                 text=f"--arch {ARCH} (4 x 800 QRNN, embedding 400), adaptive softmax div 4; (a) plain embedding, "
+                      "(b) adaptive input, (c) adaptive input tied. " + ("One process." if m == "one_process" else
+                      "2-process gloo DDP at the same global batch.") + " How it works: "
+                      "[large-vocabularies.md](large-vocabularies.md).") for m in ("one_process", "ddp_2_gloo")] + [
+    dict(title="Large vocabularies: where a one-process step goes", command=COMMAND, files=["large_vocab"],
+         where={"mode": "steps"}, columns={"corpus": "corpus", "variant": "variant", "parameters": "parameters:,",
+                                           "input + output layers' training state, MB": "io_train_state_mb:,.0f",
+                                           "forward": "forward_share:.0%", "backward": "backward_share:.0%",
+                                           "all-reduce (2 x gloo)": "all_reduce_share:.0%",
+                                           "optimizer": "optimizer_share:.0%"}),
+    dict(title="Large vocabularies: validation perplexity at equal updates", command=COMMAND, files=["large_vocab"],
+         where={"mode": "quality"}, columns={"variant": "variant", "updates": "updates", "valid ppl": "valid_ppl:.2f"}),
+    dict(title="Large vocabularies: the one-process pairs in turn", command=COMMAND + " --pairs --repeats 4",
+         files=["large_vocab_side_by_side", "large_vocab"], where={"mode": "one_process"},
+         columns={"corpus": "corpus", "variant": "variant", "words/s": "words_per_s:,.0f",
+                  "memory copy, GB/s": "copy_gb_per_s", "step ms": "step_ms:,.0f",
+                  "(b)'s step ms for 1.3x": "step_ms_for_goal:,.0f"},
+         text="Each pair run in turn so that a drift in the machine's speed reaches both alike; what adaptive input "
+              "saves is passes over the plain embedding's fp32 weights, bound by memory bandwidth, so the gain moves "
+              "with what the shared machine gives (the bandwidth of a memory copy before each run).")]
 
 if __name__ == "__main__":
-    main()
+    if any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):  # glibc reads them only at start-up (steps)
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.large_vocab", *sys.argv[1:]], dict(os.environ, **MALLOC_ENV))
+    p = arguments()
+    p.add_argument("--pairs", action="store_true", help="only the one-process goals' pairs: large_vocab_side_by_side.json")
+    args = p.parse_args()
+    main("large_vocab_side_by_side" if args.pairs else "large_vocab", PAIR_CASES if args.pairs else CASES, measure,
+         goals, args=args, quick_cases=[dict(corpus="zipf", variant=v, mode=m, quick=True) for v in "ab"
+                                        for m in ("steps", "one_process")])

@@ -1,15 +1,13 @@
-"""A synthetic corpus whose fairseq dictionary has exactly V entries, words
-drawn with Zipf's law p(rank r) ∝ 1/r, binarized with fairseq-preprocess
---only-source: the WikiText-103-sized vocabulary of ``benchmarks.eval_lm``.
+"""Zipf's law for the benchmarks: target probabilities over a vocabulary, and
+a synthetic corpus whose fairseq dictionary has exactly V entries, words drawn
+with p(rank r) ∝ 1/r, binarized with fairseq-preprocess --only-source (the
+WikiText-103-sized vocabulary of benchmarks.eval_lm and benchmarks.large_vocab).
 
 Every word type occurs at least once in train (one occurrence of each, then
 the Zipf samples, shuffled), so the dictionary built from train has all
 V - 4 types and fairseq's 4 special symbols. Deterministic for a seed.
-
-    python -m benchmarks.zipf_corpus DEST [--vocab 267744] [--train-tokens 2000000]
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -17,7 +15,7 @@ import subprocess
 
 import numpy as np
 
-from benchmarks.common import BIN
+from benchmarks.harness import BIN, need
 
 N_SPECIAL = 4  # fairseq Dictionary: <s> <pad> </s> <unk>
 PADDING_FACTOR = 8  # fairseq-preprocess pads the dictionary to a multiple of this with made-up words
@@ -33,6 +31,13 @@ QUICK = {"wikitext2": dict(vocab=1_000, sizes={"train": 20_000, "valid": 2_000, 
 def zipf_probs(n_types: int) -> np.ndarray:
     p = 1.0 / np.arange(1, n_types + 1, dtype=np.float64)
     return p / p.sum()
+
+
+def target_probs(vocab: int):
+    """p(id) over a fairseq dictionary's ``vocab`` ids (a torch tensor): Zipf from id N_SPECIAL on, 0 for the specials."""
+    import torch
+
+    return torch.cat([torch.zeros(N_SPECIAL, dtype=torch.float64), torch.from_numpy(zipf_probs(vocab - N_SPECIAL))])
 
 
 def word(rank: int) -> str:
@@ -115,27 +120,9 @@ def prepare(dest: str, vocab: int, sizes: dict, seed: int = SEED, workers: int =
 
 
 def benchmark_corpus(corpus: str, work: str, quick: bool, wikitext2: str) -> str:
-    """The data-bin of benchmarks.eval_lm's ``corpus`` ("wikitext2" or "zipf"), made under ``work`` if synthetic."""
+    """The data-bin of ``corpus`` ("wikitext2" or "zipf"), made under ``work`` if synthetic."""
     if quick:
         return prepare(os.path.join(work, f"quick-{corpus}"), **QUICK[corpus])
     if corpus == "zipf":
         return prepare(os.path.join(work, f"zipf-{BENCHMARK['vocab']}"), **BENCHMARK)
-    if not os.path.isfile(os.path.join(wikitext2, "dict.txt")):
-        raise ValueError(f"{wikitext2} is missing: run recipes/wikitext2/prepare.sh first, or pass --only zipf")
-    return wikitext2
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dest", help="folder for text/ and bin/")
-    sizes = BENCHMARK["sizes"]
-    parser.add_argument("--vocab", type=int, default=BENCHMARK["vocab"], help="dictionary entries, specials included")
-    parser.add_argument("--train-tokens", type=int, default=sizes["train"], help="Zipf samples in train")
-    parser.add_argument("--test-tokens", type=int, default=sizes["test"], help="Zipf samples in test and in valid")
-    args = parser.parse_args()
-    sizes = {"train": args.train_tokens, "valid": args.test_tokens, "test": args.test_tokens}
-    print(prepare(args.dest, args.vocab, sizes))
-
-
-if __name__ == "__main__":
-    main()
+    return need(wikitext2)
