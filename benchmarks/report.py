@@ -16,7 +16,7 @@ docs/results.md is every benchmark module's ``SECTIONS`` (benchmarks/<name>.py),
 README.md and docs/**/*.md may hold blocks ``<!-- KEY:begin`` TEMPLATE ``-->`` ... ``<!-- KEY:end -->``:
 the text between ``-->`` and the end marker is TEMPLATE with each placeholder
 ``{stem:param=value,...:key[:format spec]}`` replaced by that file's one matching case's value,
-``{stem:goal=name prefix:value}`` by a goal's value (or threshold, met), ``{stem:machine}`` by
+``{stem:goal=part of its name:value}`` by a goal's value (or threshold, met), ``{stem:machine}`` by
 its machine in words, ``{stem:date}`` and ``{stem:revision}`` likewise.
 A spread renders as its median, a list item by item, None as —, an int with thousands
 separators, a float with 2 decimals unless a format spec says otherwise (also "min": seconds
@@ -141,8 +141,8 @@ def placeholder(match) -> str:
         return {"machine": machine(record), "date": record["date"][:10], "revision": record["git_revision"][:7]}[rest]
     where, key, *spec = rest.split(":")
     params = dict(pair.split("=", 1) for pair in where.split(",") if pair)
-    if "goal" in params:  # {stem:goal=NAME PREFIX:value|threshold|met}
-        found = [{"params": {}, "metrics": g} for g in record["goals"] if g["name"].startswith(params["goal"])]
+    if "goal" in params:  # {stem:goal=PART OF ITS NAME:value|threshold|met}
+        found = [{"params": {}, "metrics": g} for g in record["goals"] if params["goal"] in g["name"]]
     else:
         found = select(record, params)
     if len(found) != 1 or value(found[0], key) is None:
