@@ -1,22 +1,27 @@
-"""``qrnn_lm``'s side of dynamic evaluation (``modules/dynamic_eval.py``;
-Krause et al. 2018): the decoder scores each batch (a segment of every
-stream) with its current weights, then takes one step on that batch's loss.
+"""``qrnn_lm``'s side of dynamic evaluation (Krause et al. 2018; the update
+itself is ``modules/dynamic_eval.py``): ``DynamicEval``, an object the decoder
+holds as ``decoder.dynamic_eval`` (as it holds its carried stream state and
+its neural cache). The decoder scores each batch (a segment of every stream)
+with its current weights, then takes one step on that batch's loss.
 
 fairseq's scorers run the model under ``torch.no_grad`` and then read
 ``get_normalized_probs`` at the targets; so the forward re-enables autograd
 while adapting, and ``get_normalized_probs`` computes log p(target) from that
 graph, steps, and returns the scores computed before the step. No token is
 scored by weights that have trained on it.
+
+The decoder meets the object through explicit arguments: its parameters, the
+embedding matrix read by row lookups only, a training batch's loss (to gather
+the statistics) and its output layer's log p(target).
 """
 
 import hashlib
 import logging
 import os
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fairseq_adasoft.modules import DynamicEvalSetup, DynamicEvaluation, GradientStatistics, LazyLogProbs
@@ -24,42 +29,72 @@ from fairseq_adasoft.modules import DynamicEvalSetup, DynamicEvaluation, Gradien
 logger = logging.getLogger(__name__)
 
 
-class DynamicEvalDecoder:
-    """Mixed into ``QRNNDecoder``, which owns the weights being adapted."""
+def mean_nll(log_p: Tensor, target: Tensor, pad: int) -> Tensor:
+    """The mean negative log-likelihood of the real (non-pad) targets, as Krause et al.'s loss."""
+    real = target.ne(pad)
+    return -torch.where(real, log_p, torch.zeros_like(log_p)).sum() / real.sum().clamp(min=1)
 
-    dynamic_setup: Optional[DynamicEvalSetup] = None
-    dynamic: Optional[DynamicEvaluation] = None
-    _gathering = False
-    _batch_shape = None
 
-    def use_dynamic_eval(self, setup: Optional[DynamicEvalSetup]) -> None:
-        """Score with dynamic evaluation (None: without). It starts at the first
-        evaluation batch, from the weights loaded by then (the trained ones)."""
-        self.dynamic_setup, self.dynamic = setup, None
+def _zero_grad(params: List[nn.Parameter]) -> None:
+    for p in params:
+        p.grad = None
 
-    def adapting(self) -> bool:
-        """Whether this forward is scored and then stepped on (gathering the statistics first)."""
-        if self.dynamic_setup is None or self.training or self._gathering:
-            return False
-        if self.dynamic is None:
-            self.dynamic = self._start_dynamic_eval()
-        return True
 
-    def read_embedding_rows(self, tokens: Tensor) -> None:
-        """Bring the embedding rows this forward reads up to date (lazy rows)."""
+class DynamicEval:
+    """Dynamic evaluation as a decoder holds it: the setting (``DynamicEvalSetup``), and from
+    the first evaluation batch on, Krause et al.'s update of the decoder's weights."""
+
+    def __init__(self, setup: DynamicEvalSetup, pad: int, vocab_size: int):
+        self.setup, self.pad, self.vocab_size = setup, pad, vocab_size
+        self.update: Optional[DynamicEvaluation] = None  # started at the first evaluation batch
+        self.gathering = False  # while the statistics' training batches run through the decoder
+        self._lazy: Optional[nn.Parameter] = None
+        self._rows_always_read: Optional[Tensor] = None
+        self._batch_shape = None
+
+    @property
+    def started(self) -> bool:
+        return self.update is not None
+
+    def restart(self, lr: float, decay: float) -> None:
+        """Score from the trained weights again, with this learning rate and decay (not yet
+        started: the setting it will start with)."""
+        if self.update is None:
+            self.setup = self.setup._replace(lr=lr, decay=decay)
+        else:
+            self.update.restart(lr, decay)
+
+    def start(self, params: List[nn.Parameter], batch_loss: Callable[[dict], Tensor],
+              lazy_embedding: Optional[nn.Parameter] = None, rows_always_read: Optional[Tensor] = None) -> None:
+        """Krause et al.'s update from the trained weights ``params``, with MS_g read from
+        --dynamic-eval-stats-file when it holds them, else gathered (and kept there) from
+        ``batch_loss(sample)``, a training batch's mean nll. ``lazy_embedding``: a matrix read
+        only by row lookups of the batch's tokens (and ``rows_always_read``), updated lazily."""
+        kept = StatisticsFile(self.setup.statistics_file, self.setup.statistics_settings, params)
+        rms = kept.read()
+        if rms is None:
+            rms = self._gather_statistics(params, batch_loss)
+            kept.write(rms)
+        self._lazy, self._rows_always_read = lazy_embedding, rows_always_read
+        lazy = [] if lazy_embedding is None else [lazy_embedding]
+        self.update = DynamicEvaluation(params, rms, self.setup.lr, self.setup.decay, lazy_rows=lazy)
+
+    def before_forward(self, tokens: Tensor) -> None:
+        """Before the forward of a batch it will score: note its shape, and bring the lazy
+        embedding's rows the forward reads up to date."""
         self._batch_shape = tuple(tokens.shape)  # what score_then_step must be given whole
-        weight = self._lazy_embedding()
-        if weight is None:
+        if self._lazy is None:
             return
         rows = tokens.reshape(-1).unique()
-        if self.adaptive_softmax is not None:  # a tied shortlist also reads its rows
-            rows = torch.cat([rows, self.adaptive_softmax.tied_weight_rows().to(rows.device)]).unique()
-        self.dynamic.read_rows(weight, rows)
+        if self._rows_always_read is not None:  # a tied shortlist also reads its rows
+            rows = torch.cat([rows, self._rows_always_read.to(rows.device)]).unique()
+        self.update.read_rows(self._lazy, rows)
 
-    def score_then_step(self, net_output, sample) -> LazyLogProbs:
-        """log p(target) of this batch under the current weights (B x T x V, read
-        at the targets only), after which the weights take their step."""
-        features = net_output[0]
+    def score_then_step(self, features: Tensor, sample, target_log_probs: Callable[[Tensor, Tensor], Tensor]
+                        ) -> LazyLogProbs:
+        """log p(target) of this batch under the current weights (B x T x V, read at the
+        targets only; ``target_log_probs(features, target)``: the output layer's, B x T), after
+        which the weights take their step."""
         target = None if sample is None else sample.get("target")
         if target is None or tuple(features.shape[:2]) != self._batch_shape:
             raise ValueError(
@@ -68,12 +103,13 @@ class DynamicEvalDecoder:
             )
         if not features.requires_grad:
             raise ValueError("--dynamic-eval steps on the model's weights: they must require gradients")
+        params = self.update.params
         with torch.enable_grad():
-            log_p = self._target_log_probs(features, target)
-            self.zero_grad(set_to_none=True)
-            self._mean_nll(log_p, target).backward()
-        self.dynamic.step()
-        self.zero_grad(set_to_none=True)
+            log_p = target_log_probs(features, target)
+            _zero_grad(params)
+            mean_nll(log_p, target, self.pad).backward()
+        self.update.step()
+        _zero_grad(params)
         scored = log_p.detach()
 
         def at(index: Tensor) -> Tensor:
@@ -85,68 +121,24 @@ class DynamicEvalDecoder:
             raise ValueError("--dynamic-eval scores the target words only (fairseq-eval-lm's scores), "
                              "not whole distributions")
 
-        return LazyLogProbs(tuple(target.shape), len(self.dictionary), scored.dtype, scored.device, at, full)
+        return LazyLogProbs(tuple(target.shape), self.vocab_size, scored.dtype, scored.device, at, full)
 
-    def _target_log_probs(self, features: Tensor, target: Tensor) -> Tensor:
-        """log p(target): B x T, fp32."""
-        if self.adaptive_softmax is not None:
-            flat = self.adaptive_softmax.target_log_prob(features.reshape(-1, features.size(-1)), target.reshape(-1))
-            return flat.view(target.shape)
-        log_probs = F.log_softmax(self.output_layer(features).float(), dim=-1)
-        return log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-
-    def _mean_nll(self, log_p: Tensor, target: Tensor) -> Tensor:
-        """The mean negative log-likelihood of the real (non-pad) targets, as Krause et al.'s loss."""
-        real = target.ne(self.dictionary.pad())
-        return -torch.where(real, log_p, torch.zeros_like(log_p)).sum() / real.sum().clamp(min=1)
-
-    def _lazy_embedding(self) -> Optional[nn.Parameter]:
-        """The embedding matrix when it is read only by lookups (and a tied adaptive softmax's rows)."""
-        if not isinstance(self.embed_tokens, nn.Embedding):
-            return None
-        weight = self.embed_tokens.weight
-        if self.output_projection is not None and self.output_projection.weight is weight:
-            return None  # a tied full softmax reads every row
-        return weight
-
-    def _start_dynamic_eval(self) -> DynamicEvaluation:
-        """Krause et al.'s update from the trained weights, with MS_g read from
-        --dynamic-eval-stats-file when it holds them, else gathered (and kept there)."""
-        params, setup = list(self.parameters()), self.dynamic_setup
-        kept = StatisticsFile(setup.statistics_file, setup.statistics_settings, params)
-        rms = kept.read()
-        if rms is None:
-            rms = self._gather_statistics(params)
-            kept.write(rms)
-        lazy = [p for p in [self._lazy_embedding()] if p is not None]
-        if lazy:  # a step reads few of its rows: their gradient need not be V x d
-            self.embed_tokens.sparse = True
-            if self.adaptive_softmax is not None:
-                self.adaptive_softmax.sparse_tied_rows = True
-        return DynamicEvaluation(params, rms, setup.lr, setup.decay, lazy_rows=lazy)
-
-    def _gather_statistics(self, params: List[nn.Parameter]) -> List[Tensor]:
+    def _gather_statistics(self, params: List[nn.Parameter], batch_loss: Callable[[dict], Tensor]) -> List[Tensor]:
         """MS_g over the training batches, from the trained weights: the rms per parameter."""
         stats = GradientStatistics(params)
-        cache, self.neural_cache = self.neural_cache, None  # the statistics read training text
-        device, start, tokens, names = params[0].device, time.perf_counter(), 0, set()
-        self._gathering = True
+        start, tokens = time.perf_counter(), 0
+        self.gathering = True
         try:
-            for sample in self.dynamic_setup.statistics_batches():
-                stream = sample["net_input"]["stream"]
-                target = sample["target"].to(device)
+            for sample in self.setup.statistics_batches():
                 with torch.enable_grad():
-                    features, _ = self.extract_features(sample["net_input"]["src_tokens"].to(device), stream=stream)
-                    self.zero_grad(set_to_none=True)
-                    self._mean_nll(self._target_log_probs(features, target), target).backward()
+                    loss = batch_loss(sample)
+                    _zero_grad(params)
+                    loss.backward()
                 stats.add()
                 tokens += int(sample["ntokens"])
-                names.add(stream["name"])
         finally:
-            self._gathering, self.neural_cache = False, cache
-            self.zero_grad(set_to_none=True)
-            for name in names:
-                self.carried.forget(name)
+            self.gathering = False
+            _zero_grad(params)
         logger.info("--dynamic-eval: gradient statistics from %d training batches (%d tokens) in %.1f s",
                     stats.batches, tokens, time.perf_counter() - start)
         return stats.rms()

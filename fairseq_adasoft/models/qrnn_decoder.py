@@ -1,8 +1,10 @@
 """The decoder of ``qrnn_lm``: embedding (plain or adaptive input) -> QRNN stack -> output layer.
 
 It carries the QRNN state through fairseq's incremental state when
-generating, through its ``StreamState`` between batches of stateful BPTT, and
-mixes in the continuous cache when one is set for evaluation.
+generating, through its ``StreamState`` between batches of stateful BPTT,
+mixes in the continuous cache when one is set for evaluation, and adapts its
+weights to the text it scores through the ``DynamicEval`` it holds when
+dynamic evaluation is set.
 """
 
 import contextlib
@@ -10,6 +12,7 @@ import logging
 from typing import Dict, List, Optional
 
 import torch
+import torch.nn.functional as F
 from fairseq.models import FairseqIncrementalDecoder
 from torch import Tensor, nn
 
@@ -18,6 +21,7 @@ from fairseq_adasoft.modules import (
     AdaptiveInput,
     AdaptiveSoftmax,
     CacheMemory,
+    DynamicEvalSetup,
     LazyLogProbs,
     LockedDropout,
     NeuralCache,
@@ -25,7 +29,7 @@ from fairseq_adasoft.modules import (
     embedding_dropout,
     parse_cutoffs,
 )
-from fairseq_adasoft.models.dynamic_eval import DynamicEvalDecoder
+from fairseq_adasoft.models.dynamic_eval import DynamicEval, mean_nll
 from fairseq_adasoft.hardware import cpu_has_native_bf16
 
 logger = logging.getLogger(__name__)
@@ -58,7 +62,7 @@ def build_embedding(cfg, vocab_size: int, padding_idx: int) -> nn.Module:
     return AdaptiveInput(vocab_size, cfg.embed_dim, cutoffs, cfg.adaptive_input_factor, padding_idx)
 
 
-class QRNNDecoder(DynamicEvalDecoder, FairseqIncrementalDecoder):
+class QRNNDecoder(FairseqIncrementalDecoder):
     """Embedding, QRNN stack and output layer; carries the QRNN state through
     fairseq's incremental state when generating."""
 
@@ -78,7 +82,7 @@ class QRNNDecoder(DynamicEvalDecoder, FairseqIncrementalDecoder):
             dropout=cfg.dropout_hidden,
             windows=[cfg.first_window] + [1] * (cfg.num_layers - 1),
             output_size=cfg.embed_dim,
-            output_gate=cfg.output_gate,
+            output_gate=not cfg.no_output_gate,
             zoneout=cfg.zoneout,
             kernel=cfg.qrnn_kernel,
             weight_drop=cfg.weight_drop,
@@ -122,6 +126,8 @@ class QRNNDecoder(DynamicEvalDecoder, FairseqIncrementalDecoder):
         # Evaluation only (use_neural_cache): the cache and, per stream set, what it remembers.
         self.neural_cache: Optional[NeuralCache] = None
         self.cache_memory: Dict[str, CacheMemory] = {}
+        # Evaluation only (use_dynamic_eval): Krause et al.'s dynamic evaluation of these weights.
+        self.dynamic_eval: Optional[DynamicEval] = None
         self._warned_slow_bf16 = False
 
     def _bf16_autocast(self, device: torch.device) -> bool:
@@ -174,12 +180,12 @@ class QRNNDecoder(DynamicEvalDecoder, FairseqIncrementalDecoder):
             state = self._get_state(incremental_state)
             if state is not None:  # earlier tokens are already in the state
                 prev_output_tokens = prev_output_tokens[:, -1:]
-        adapting = self.adapting()  # dynamic evaluation: this batch's graph is kept for its step
+        adapting = self._adapting()  # dynamic evaluation: this batch's graph is kept for its step
         if adapting and incremental_state is not None:
             raise ValueError("--dynamic-eval scores given text (fairseq-eval-lm); it cannot generate: drop it")
         with torch.enable_grad() if adapting else contextlib.nullcontext():
             if adapting:
-                self.read_embedding_rows(prev_output_tokens)
+                self.dynamic_eval.before_forward(prev_output_tokens)
             x = embedding_dropout(self.embed_tokens, prev_output_tokens, self.dropout_embed, self.training)
             x = x.transpose(0, 1)  # B x T x C -> T x B x C
             x = self.dropout_input(x)
@@ -201,6 +207,57 @@ class QRNNDecoder(DynamicEvalDecoder, FairseqIncrementalDecoder):
         """Score with Grave et al.'s continuous cache in evaluation (None: without)."""
         self.neural_cache, self.cache_memory = cache, {}
 
+    def use_dynamic_eval(self, setup: Optional[DynamicEvalSetup]) -> None:
+        """Score with dynamic evaluation (None: without). It starts at the first
+        evaluation batch, from the weights loaded by then (the trained ones)."""
+        self.dynamic_eval = None if setup is None else DynamicEval(setup, self.dictionary.pad(), len(self.dictionary))
+
+    def _adapting(self) -> bool:
+        """Whether this forward is scored and then stepped on (starting dynamic evaluation first)."""
+        if self.dynamic_eval is None or self.training or self.dynamic_eval.gathering:
+            return False
+        if not self.dynamic_eval.started:
+            self._start_dynamic_eval()
+        return True
+
+    def _start_dynamic_eval(self) -> None:
+        """Dynamic evaluation from the trained weights; its statistics (when gathered) read
+        training batches through this decoder, with the cache off, continuing their own streams."""
+        params, streams = list(self.parameters()), set()
+        device = params[0].device
+
+        def batch_loss(sample) -> Tensor:
+            stream, target = sample["net_input"]["stream"], sample["target"].to(device)
+            streams.add(stream["name"])
+            features, _ = self.extract_features(sample["net_input"]["src_tokens"].to(device), stream=stream)
+            return mean_nll(self.target_log_probs(features, target), target, self.dictionary.pad())
+
+        # The embedding is stepped lazily, row by row as batches read it, unless all of it is read.
+        lazy = self.embed_tokens.weight if isinstance(self.embed_tokens, nn.Embedding) else None
+        if self.output_projection is not None and self.output_projection.weight is lazy:
+            lazy = None  # a tied full softmax reads every row
+        tied_rows = self.adaptive_softmax is not None and lazy is not None
+        shared = self.adaptive_softmax.tied_weight_rows() if tied_rows else None  # read by every forward
+        cache, self.neural_cache = self.neural_cache, None  # the statistics read training text
+        try:
+            self.dynamic_eval.start(params, batch_loss, lazy, shared)
+        finally:
+            self.neural_cache = cache
+            for name in streams:
+                self.carried.forget(name)
+        if lazy is not None:  # a step reads few of its rows: their gradient need not be V x d
+            self.embed_tokens.sparse = True
+            if self.adaptive_softmax is not None:
+                self.adaptive_softmax.sparse_tied_rows = True
+
+    def target_log_probs(self, features: Tensor, target: Tensor) -> Tensor:
+        """log p(target): B x T, fp32."""
+        if self.adaptive_softmax is not None:
+            flat = self.adaptive_softmax.target_log_prob(features.reshape(-1, features.size(-1)), target.reshape(-1))
+            return flat.view(target.shape)
+        log_probs = F.log_softmax(self.output_layer(features).float(), dim=-1)
+        return log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+
     def _read_cache(self, x: Tensor, tokens: Tensor, stream: Optional[Dict], incremental_state) -> tuple:
         """Cache weights of this batch (B x T x K) and their words (B x K); the
         memory carries over between batches of --stateful-bptt streams."""
@@ -216,7 +273,7 @@ class QRNNDecoder(DynamicEvalDecoder, FairseqIncrementalDecoder):
 
     def get_normalized_probs(self, net_output, log_probs: bool, sample=None) -> Tensor:
         cached = net_output[1].get("neural_cache") if isinstance(net_output[1], dict) else None
-        dynamic = self.dynamic is not None and not self.training
+        dynamic = self.dynamic_eval is not None and self.dynamic_eval.started and not self.training
         if cached is None and not dynamic:
             return super().get_normalized_probs(net_output, log_probs, sample)
         if cached is not None and net_output[0].shape[:2] != cached[0].shape[:2]:
@@ -226,7 +283,7 @@ class QRNNDecoder(DynamicEvalDecoder, FairseqIncrementalDecoder):
                 f"does not need (it reads log p(target) only, in memory that does not grow with the vocabulary)"
             )
         if dynamic:  # scored, then stepped on
-            model_lp = self.score_then_step(net_output, sample)
+            model_lp = self.dynamic_eval.score_then_step(net_output[0], sample, self.target_log_probs)
         else:  # lazy when a scorer asks (a target given, no gradient): see AdaptiveSoftmax.get_log_prob
             model_lp = super().get_normalized_probs(net_output, log_probs=True, sample=sample)  # B x T x V
         if cached is None:

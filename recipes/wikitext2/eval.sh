@@ -15,11 +15,11 @@
 #           PROTOCOL=cache: classic, plus the continuous cache of Grave et al.
 #           2017 (--neural-cache-size/theta/lambda) with the setting tuned on
 #           valid in $SAVE_DIR/neural_cache.json (python -m
-#           fairseq_adasoft.tune_cache writes it; protocols.sh runs it).
+#           fairseq_adasoft.tune cache writes it; protocols.sh runs it).
 #           PROTOCOL=dynamic: classic with Krause et al. 2018's dynamic
 #           evaluation (--dynamic-eval) at the learning rate and decay tuned on
 #           valid in $SAVE_DIR/dynamic_eval.json (python -m
-#           fairseq_adasoft.tune_dynamic_eval), with the gradient statistics
+#           fairseq_adasoft.tune dynamic-eval), with the gradient statistics
 #           the tuner kept; it reads presets.DYNAMIC_EVAL's segments instead
 #           of the classic step. PROTOCOL=dynamic_cache: both,
 #           each with its own tuned setting.
@@ -41,7 +41,7 @@ CLASSIC_FLAGS=(--stateful-bptt --tokens-per-sample "${EVAL_TOKENS:-$PRESET_CLASS
 TUNED=()  # the tuned settings a protocol reads: its log is stale when one is newer
 cache_flags() {
   local tuned=$(dirname "$CHECKPOINT")/neural_cache.json
-  [ -s "$tuned" ] || die "PROTOCOL=$PROTOCOL needs $tuned: run python -m fairseq_adasoft.tune_cache first"
+  [ -s "$tuned" ] || die "PROTOCOL=$PROTOCOL needs $tuned: run python -m fairseq_adasoft.tune cache first"
   TUNED+=("$tuned")
   read -r SIZE THETA LAMBDA <<< "$("$PY" -c \
     "import json, sys; c = json.load(open(sys.argv[1]))['best']; print(c['size'], c['theta'], c['lambda'])" "$tuned")"
@@ -49,7 +49,7 @@ cache_flags() {
 }
 dynamic_flags() {
   local tuned=$(dirname "$CHECKPOINT")/dynamic_eval.json
-  [ -s "$tuned" ] || die "PROTOCOL=$PROTOCOL needs $tuned: run python -m fairseq_adasoft.tune_dynamic_eval first"
+  [ -s "$tuned" ] || die "PROTOCOL=$PROTOCOL needs $tuned: run python -m fairseq_adasoft.tune dynamic-eval first"
   TUNED+=("$tuned")
   read -r LR DECAY STATS <<< "$("$PY" -c \
     "import json, sys; t = json.load(open(sys.argv[1])); c = t['best']; print(c['lr'], c['decay'], t['statistics_file'])" \

@@ -4,10 +4,10 @@
 #   classic: awd-lstm-lm's, contiguous streams with the hidden state carried
 #            (--stateful-bptt);
 #   cache:   classic plus Grave et al. 2017's continuous cache, its size,
-#            theta and lambda tuned on valid first (python -m fairseq_adasoft.tune_cache);
+#            theta and lambda tuned on valid first (python -m fairseq_adasoft.tune cache);
 #   dynamic: classic with Krause et al. 2018's dynamic evaluation, its
 #            learning rate and decay tuned on valid first (python -m
-#            fairseq_adasoft.tune_dynamic_eval);
+#            fairseq_adasoft.tune dynamic-eval);
 #   dynamic_cache: both, each with its own tuned setting.
 #
 # Hardware: any; on 2 CPU cores minutes per split and protocol, plus the
@@ -28,9 +28,9 @@ SAVE_DIR=${SAVE_DIR:?set SAVE_DIR to the training save dir (it must hold checkpo
 NAME=${NAME:-wikitext2_protocols}
 export SAVE_DIR
 
-for TUNER in tune_cache:neural_cache tune_dynamic_eval:dynamic_eval; do
+for TUNER in cache:neural_cache dynamic-eval:dynamic_eval; do
   if ! [ "$SAVE_DIR/${TUNER#*:}.json" -nt "$SAVE_DIR/checkpoint_best.pt" ]; then
-    "$PY" -m "fairseq_adasoft.${TUNER%:*}" --data "$DATA_BIN" --save-dir "$SAVE_DIR"
+    "$PY" -m fairseq_adasoft.tune "${TUNER%:*}" --data "$DATA_BIN" --save-dir "$SAVE_DIR"
   fi
 done
 

@@ -7,7 +7,7 @@ import torch
 
 from cli_setup import EVAL_RE, MODEL, TRAIN
 from conftest import PLUGIN, fairseq_cli, run
-from fairseq_adasoft import tune_dynamic_eval
+from fairseq_adasoft import tune
 from fairseq_adasoft.presets import DYNAMIC_EVAL
 
 pytestmark = pytest.mark.slow
@@ -107,9 +107,8 @@ def test_tuner_scores_as_eval_lm_does(data_bin, trained_checkpoint, tmp_path):
     save = tmp_path / "ckpt"
     save.mkdir()
     (save / "checkpoint_best.pt").symlink_to(trained_checkpoint)
-    model, batches = tune_dynamic_eval.load(str(data_bin), str(save / "checkpoint_best.pt"), "valid", 3,
-                                            flags=["--dynamic-eval"])
-    tuned = tune_dynamic_eval.tune(model, batches, 10 ** 9, lrs=(0.001,), decays=(0.01, 0.0))
+    model, batches = tune.load(str(data_bin), str(save / "checkpoint_best.pt"), "valid", 3, flags=["--dynamic-eval"])
+    tuned = tune.tune_dynamic_eval(model, batches, 10 ** 9, lrs=(0.001,), decays=(0.01, 0.0))
     _, out = evaluate(data_bin, trained_checkpoint, *DYNAMIC, "--batch-size", "3", subset="valid")
     _, static = evaluate(data_bin, trained_checkpoint, *STATIC, "--batch-size", "3", subset="valid")
     assert tuned["grid"][0]["perplexity"] == pytest.approx(2 ** float(result(out)[0]), rel=2e-4)
@@ -118,9 +117,10 @@ def test_tuner_scores_as_eval_lm_does(data_bin, trained_checkpoint, tmp_path):
 
 
 def test_tuner_refuses_the_test_split(monkeypatch, tmp_path):
-    monkeypatch.setattr(sys, "argv", ["tune", "--data", str(tmp_path), "--save-dir", str(tmp_path), "--subset", "test"])
+    monkeypatch.setattr(sys, "argv", ["tune", "dynamic-eval", "--data", str(tmp_path), "--save-dir", str(tmp_path),
+                                      "--subset", "test"])
     with pytest.raises(ValueError, match="--subset test: tune on a validation split"):
-        tune_dynamic_eval.main()
+        tune.main()
 
 
 def test_a_mean_loss_past_floats_range_scores_as_a_diverged_setting():
@@ -136,4 +136,4 @@ def test_a_mean_loss_past_floats_range_scores_as_a_diverged_setting():
             return None
 
     sample = {"net_input": {}, "target": torch.tensor([[2, 3]])}
-    assert tune_dynamic_eval.score(Diverged(), [sample], 10)["perplexity"] == float("inf")
+    assert tune.score(Diverged(), [sample], 10)["perplexity"] == float("inf")

@@ -9,7 +9,7 @@ import torch
 
 from cli_setup import EVAL_RE, MODEL, TRAIN
 from conftest import PLUGIN, fairseq_cli, run
-from fairseq_adasoft import tune_cache
+from fairseq_adasoft import tune
 from fairseq_adasoft.modules import NeuralCache
 from references import plain_cache_probs
 
@@ -64,10 +64,10 @@ def test_eval_lm_with_the_cache_equals_the_formula_over_the_whole_stream(data_bi
 
 
 def test_tuner_scores_as_eval_lm_does(data_bin, checkpoint):
-    model, batches = tune_cache.load(str(data_bin), str(checkpoint), "valid", streams=3)
+    model, batches = tune.load(str(data_bin), str(checkpoint), "valid", streams=3)
     pad = model.decoder.dictionary.pad()
-    split = tune_cache.read_split(model, batches(), pad)
-    result = tune_cache.tune(split, pad, sizes=(SIZE,), thetas=(THETA,), lambdas=(LAMBDA, 0.1))
+    split = tune.read_split(model, batches(), pad)
+    result = tune.tune_cache(split, pad, sizes=(SIZE,), thetas=(THETA,), lambdas=(LAMBDA, 0.1))
     _, out = evaluate(data_bin, checkpoint, "--gen-subset", "valid", "--stateful-bptt", "--batch-size", "3", *CACHE)
     _, plain = evaluate(data_bin, checkpoint, "--gen-subset", "valid", "--stateful-bptt", "--batch-size", "3")
     assert result["grid"][0] == {"size": SIZE, "theta": THETA, "lambda": LAMBDA, "perplexity": pytest.approx(
@@ -88,6 +88,7 @@ def test_cache_is_refused_where_it_cannot_work(data_bin, checkpoint, tmp_path):
 
 
 def test_tuner_refuses_the_test_split(monkeypatch, tmp_path):
-    monkeypatch.setattr(sys, "argv", ["tune", "--data", str(tmp_path), "--save-dir", str(tmp_path), "--subset", "test"])
+    monkeypatch.setattr(sys, "argv", ["tune", "cache", "--data", str(tmp_path), "--save-dir", str(tmp_path),
+                                      "--subset", "test"])
     with pytest.raises(ValueError, match="--subset test: tune on a validation split"):
-        tune_cache.main()
+        tune.main()

@@ -162,7 +162,7 @@ def test_fairseqs_scorer_gives_the_plain_loops_scores(data_bin):
     task, model = built(data_bin)
     got = fairseq_scores(task, model)
     _, static = built(data_bin)  # the same seed: the same weights
-    static.decoder.dynamic_setup = None
+    static.decoder.use_dynamic_eval(None)
     unadapted = fairseq_scores(task, static)
     expected = reference_scores(*built(data_bin))
     assert_same_scores(got, expected)
