@@ -159,6 +159,9 @@ def score(model, batches, tokens: int, subset: str = "the split") -> dict:
         count += int(real.sum())
         if count >= tokens or not math.isfinite(nll):  # a diverged setting need not finish
             break
+    if count == 0:
+        raise ValueError(f"--subset {subset}: the split gave no tokens to score; tune on a split that "
+                         f"fairseq-preprocess binarized from a non-empty file (--validpref)")
     diverged = not math.isfinite(nll) or nll / count > LARGEST_EXP_ARG  # a learning rate that diverged
     ppl = math.inf if diverged else math.exp(nll / count)
     return {"perplexity": round(ppl, 3), "tokens": count, "seconds": round(time.perf_counter() - start, 1)}

@@ -180,9 +180,10 @@ class QRNNDecoder(FairseqIncrementalDecoder):
             state = self._get_state(incremental_state)
             if state is not None:  # earlier tokens are already in the state
                 prev_output_tokens = prev_output_tokens[:, -1:]
-        adapting = self._adapting()  # dynamic evaluation: this batch's graph is kept for its step
-        if adapting and incremental_state is not None:
+        if incremental_state is not None and self.dynamic_eval is not None and not self.training:
+            # Refused before dynamic evaluation starts: its statistics cost a pass over the training split.
             raise ValueError("--dynamic-eval scores given text (fairseq-eval-lm); it cannot generate: drop it")
+        adapting = self._adapting()  # dynamic evaluation: this batch's graph is kept for its step
         with torch.enable_grad() if adapting else contextlib.nullcontext():
             if adapting:
                 self.dynamic_eval.before_forward(prev_output_tokens)

@@ -137,3 +137,9 @@ def test_a_mean_loss_past_floats_range_scores_as_a_diverged_setting():
 
     sample = {"net_input": {}, "target": torch.tensor([[2, 3]])}
     assert tune.score(Diverged(), [sample], 10)["perplexity"] == float("inf")
+
+
+def test_an_empty_split_is_named_not_divided_by():
+    model = type("Model", (), {"decoder": None})()
+    with pytest.raises(ValueError, match="--subset valid: the split gave no tokens to score"):
+        tune.score(model, [], 10, "valid")

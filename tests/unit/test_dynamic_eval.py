@@ -209,3 +209,20 @@ def test_bad_settings_name_the_flag(data_bin):
     with pytest.raises(ValueError, match="--dynamic-eval needs --arch qrnn_lm"):
         build(data_bin, "--stateful-bptt", "--dynamic-eval", "--decoder-layers", "1", arch="lstm_lm",
               criterion="cross_entropy")
+
+
+def test_generation_is_refused_before_the_statistics_are_gathered(data_bin):
+    """fairseq's generators (the hub's sample, fairseq-interactive) decode incrementally:
+    --dynamic-eval refuses at the first step, before it reads a single training batch."""
+    from fairseq.sequence_generator import SequenceGenerator
+
+    task, model = built(data_bin)
+    read, setup = [], model.decoder.dynamic_eval.setup
+    model.decoder.use_dynamic_eval(setup._replace(statistics_batches=lambda: read.append(1) or setup.statistics_batches()))
+    d = task.target_dictionary
+    prefix = torch.tensor([[d.index("w000"), d.index("w001")]])
+    sample = {"net_input": {"src_tokens": prefix, "src_lengths": torch.tensor([2])}}
+    generator = SequenceGenerator([model], d, beam_size=1, max_len_b=4)
+    with pytest.raises(ValueError, match="--dynamic-eval scores given text .*it cannot generate"):
+        generator.generate([model], sample, prefix_tokens=prefix)
+    assert read == [] and not model.decoder.dynamic_eval.started
