@@ -36,7 +36,7 @@ def git_revision(root: str = PACKAGE_PARENT) -> str:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
-        # Results are outputs, not code: a recipe that records two files in turn
+        # Results are outputs, not code: a results file written before this one
         # must not mark the second as run from a changed tree.
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){RESULTS_SUBDIR}"],
@@ -148,24 +148,6 @@ def write_results(name: str, cases: list, command: Optional[str], results_dir: s
     if problems:
         raise ValueError(f"{name}.json would not be a valid results file: " + "; ".join(problems))
     os.makedirs(results_dir, exist_ok=True)
-    path = os.path.join(results_dir, f"{name}.json")
-    with open(path, "w") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
-    return path
-
-
-def write_result(name: str, payload: dict, command: Optional[str], results_dir: str) -> str:
-    """Write <results_dir>/<name>.json: the provenance, then ``payload``; returns the path."""
-    os.makedirs(results_dir, exist_ok=True)
-    record = {
-        "name": name,
-        "command": command or " ".join([os.path.basename(sys.executable)] + sys.argv),
-        "git_revision": git_revision(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        **payload,
-    }
     path = os.path.join(results_dir, f"{name}.json")
     with open(path, "w") as f:
         json.dump(record, f, indent=2)

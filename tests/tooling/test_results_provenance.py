@@ -19,8 +19,8 @@ def git(repo, *args):
 
 
 def test_a_changed_results_file_does_not_make_the_code_dirty(tmp_path):
-    """run.sh records two results files in turn: the second must name the
-    clean revision the run came from, while a code change still shows."""
+    """A results file written (or converted) in the checkout must not mark the next
+    one as run from a changed tree, while a code change still shows."""
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
     (tmp_path / "benchmarks" / "results" / "run.json").write_text("{}\n")
     (tmp_path / "model.py").write_text("x = 1\n")
