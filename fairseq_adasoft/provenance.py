@@ -37,7 +37,7 @@ def git_revision(root: str = PACKAGE_PARENT) -> str:
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         # Results are outputs, not code: a results file written before this one
-        # must not mark the second as run from a changed tree.
+        # must not mark the next one as run from a changed tree.
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){RESULTS_SUBDIR}"],
             cwd=root, capture_output=True, text=True,
