@@ -1,38 +1,28 @@
-"""fairseq-eval-lm words/s and peak memory before (a) and after (b) target-aware
-scoring, with two reference points: (c) fairseq's lstm_lm + adaptive_loss of
-the same size and (d) qrnn_lm with a full softmax.
-
-(a) runs the plugin of --baseline-rev (6ccfa01, the commit before target-aware
-scoring: every batch builds the N x V log-probabilities) from a temporary git
-worktree, on the same checkpoint as (b); (b), (c) and (d) run this checkout's
-plugin. Each model is trained once, briefly (speed does not depend on
-training), under runs/eval_lm_bench/. Each case is one fairseq-eval-lm child on
-the test split: the words/s it logs, its peak RSS and its printed perplexity.
-Corpora: WikiText-2 and a Zipf corpus with V = 267,744 (benchmarks.zipf_corpus,
-qrnn_lm_wikitext103's cutoffs on a 2 x 256 QRNN), where (a) needs
---softmax-batch to fit in memory. Protocols: presets.EVAL_PROTOCOLS' blocks
-and classic (--stateful-bptt), each also with the continuous cache.
+"""fairseq-eval-lm words/s and peak memory of (a) the plugin before target-aware scoring
+(--baseline-rev, from a git worktree) and (b) this checkout's, on the same checkpoint, with
+(c) fairseq's lstm_lm + adaptive_loss and (d) qrnn_lm with a full softmax for reference. Each
+model trained briefly (speed does not depend on training) under runs/eval_lm_bench/; each case
+one fairseq-eval-lm child on the test split of WikiText-2 or a Zipf corpus with V = 267,744
+(2 x 256 QRNN: the output layer dominates), under presets.EVAL_PROTOCOLS and the cache.
 
     python -m benchmarks.eval_lm [--baseline-rev REV] [--quick]
 """
 
 import atexit
 import functools
-import json
 import os
 import shutil
 import subprocess
 import tempfile
 
 from benchmarks import zipf_corpus
-from benchmarks.harness import (BIN, DATA, PLUGIN_DIR, ROOT, arguments, fairseq_train, find, goal, main, run_child,
-                                shown)
+from benchmarks.harness import BIN, DATA, PLUGIN_DIR, ROOT, arguments, fairseq_train, find, goal, main, run_child, shown
 from fairseq_adasoft.hardware import cpu_has_native_bf16
 from fairseq_adasoft.logs import EVAL_RE, EVALUATED_RE
 from fairseq_adasoft.presets import ARCHITECTURES, EVAL_PROTOCOLS as P
 from fairseq_adasoft.tasks.language_modeling_freqsorted import NEURAL_CACHE_LAMBDA, NEURAL_CACHE_THETA
 
-WORK_DIR = os.path.join(ROOT, "runs", "eval_lm_bench")  # gitignored: corpora, checkpoints, logs
+WORK_DIR = os.path.join(ROOT, "runs", "eval_lm_bench")  # gitignored
 BASELINE_REV = "6ccfa01"  # the commit before target-aware scoring
 FOREIGN_IMPORT = "has already been imported"  # fairseq's words when --user-dir's package came from elsewhere
 CACHE = ["--neural-cache-size", "2000", "--neural-cache-theta", str(NEURAL_CACHE_THETA),
@@ -74,14 +64,13 @@ def plugin(variant: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def model(corpus: str, name: str, quick: bool) -> str:
-    """checkpoint_last.pt of a brief fairseq-train run (kept in the work folder with its command, reused)."""
+    """checkpoint_last.pt of a brief fairseq-train run."""
     e, h, layers = SIZES["quick" if quick else corpus]
     flags = ["--arch", ARCH[corpus], "--criterion", "adaptive_softmax", "--embed-dim", e, "--hidden-size", h,
              "--num-layers", layers] + ["--cpu-autocast-bf16"] * cpu_has_native_bf16()
     if corpus == "zipf" or quick:  # the WikiText-103 preset's ids need V > 76,000; the tiny corpora take fractions
         flags += ["--adaptive-softmax-cutoff", "0.05,0.2,0.5" if quick else ARCHITECTURES[ARCH[corpus]]["adaptive_softmax_cutoff"]]
-    if name == "qrnn_full":
-        flags += ["--adaptive-softmax-cutoff", ""]
+    flags += ["--adaptive-softmax-cutoff", ""] * (name == "qrnn_full")
     if name == "lstm":  # the qrnn model's cutoffs as its task resolved them (word ids); max positions = block tokens
         import torch
 
@@ -90,13 +79,9 @@ def model(corpus: str, name: str, quick: bool) -> str:
                  "--decoder-layers", layers, "--criterion", "adaptive_loss", "--adaptive-softmax-cutoff", cutoffs,
                  "--ddp-backend", "legacy_ddp", "--tokens-per-sample", str(P["block_tokens"]), "--batch-size", "1"]
     save = os.path.join(work(quick), corpus, name)
-    cmd = [zipf_corpus.benchmark_corpus(corpus, work(quick), quick, DATA), "--user-dir", PLUGIN_DIR, *TRAIN, *flags,
-           "--max-update", "5" if quick else "40", "--save-dir", save]
-    done = os.path.join(save, "command.json")
-    if not (os.path.exists(done) and json.load(open(done)) == shown(" ".join(cmd))):
-        shutil.rmtree(save, ignore_errors=True)  # fairseq-train would resume another run
-        fairseq_train(cmd, os.path.join(save, "train.log"))
-        json.dump(shown(" ".join(cmd)), open(done, "w"))
+    shutil.rmtree(save, ignore_errors=True)  # fairseq-train would resume an earlier run
+    fairseq_train([zipf_corpus.benchmark_corpus(corpus, work(quick), quick, DATA), "--user-dir", PLUGIN_DIR, *TRAIN,
+                   *flags, "--max-update", "5" if quick else "40", "--save-dir", save], os.path.join(save, "train.log"))
     return os.path.join(save, "checkpoint_last.pt")
 
 
@@ -149,16 +134,14 @@ def goals(cases):
                  sum(same) / len(same) if same else None, 1)]
 
 
-SECTIONS = [dict(title="fairseq-eval-lm: target-aware scoring, words/s and peak RSS", command="python -m benchmarks.eval_lm",
-                 files=["eval_lm"], columns={"corpus": "corpus", "protocol": "protocol", "variant": "variant",
-                                             "words/s": "words_per_s:,.0f", "peak RSS, MB": "peak_rss_mb:,.0f",
-                                             "perplexity": "perplexity", "(b) / (a)": "b_over_a:.2f",
-                                             "same as (a)": "same_as_a"},
-                 text=f"(a) the plugin before target-aware scoring ({BASELINE_REV}, a git worktree) on the same "
-                      "checkpoint as (b), this checkout's; (c) fairseq's lstm_lm + adaptive_loss; (d) qrnn_lm with a "
-                      f"full softmax. At V = 267,744 (a) runs with `--softmax-batch {SOFTMAX_BATCH}` to fit in memory. "
-                      "Models trained briefly, so the perplexities only show that (a) and (b) agree. "
-                      "How it works: [scoring.md](scoring.md).")]
+SECTIONS = [dict(title="fairseq-eval-lm: target-aware scoring", command="python -m benchmarks.eval_lm", files=["eval_lm"],
+                 columns={k: k for k in ("corpus", "protocol", "variant")} | {
+                     "words/s": "words_per_s:,.0f", "peak RSS, MB": "peak_rss_mb:,.0f", "perplexity": "perplexity",
+                     "(b) / (a)": "b_over_a:.2f", "same as (a)": "same_as_a"},
+                 text=f"(a) the plugin before target-aware scoring ({BASELINE_REV}), on (b)'s checkpoint; (b) this "
+                      "plugin; (c) fairseq's lstm_lm + adaptive_loss; (d) qrnn_lm, full softmax. At V = 267,744 (a) runs "
+                      f"with `--softmax-batch {SOFTMAX_BATCH}` to fit in memory. Models trained briefly, so the perplexities "
+                      "only show that (a) and (b) agree. How it works: [scoring.md](scoring.md).")]
 
 if __name__ == "__main__":
     p = arguments()

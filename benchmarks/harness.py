@@ -1,22 +1,10 @@
 """The one harness every benchmark uses (after xformers' benchmark_main_helper).
 
-A benchmark declares its cases (the parameters of each measurement) and a
-function that measures one case; ``main`` runs them, interleaving the cases and
-repeating where a ratio is judged, and writes one results file in the schema of
-fairseq_adasoft.provenance:
-
-    CASES = [dict(variant="a", vocab=33_280), dict(variant="b", vocab=33_280)]
-
-    def measure(variant, vocab):          # one case, once: {metric: number, ...}
-        return {"ms": ...}
-
-    def goals(cases):                     # optional: may add derived metrics, then judges
-        return [goal("b at least 1.3x a", ratio(cases, "ms", {"variant": "a"}, {"variant": "b"}), 1.3)]
-
-    SECTIONS = [dict(title=..., command=..., files=[...], columns={...})]   # how benchmarks.report shows it
-
-    if __name__ == "__main__":
-        main("my_benchmark", CASES, measure, goals=goals, quick_cases=CASES[:1])
+A benchmark declares CASES (the parameters of each measurement), ``measure(**params)``
+for one case ({metric: value}), optionally ``goals(cases)`` (which may add derived
+metrics, then judges with ``goal``) and SECTIONS (how benchmarks.report shows its
+files); ``main`` runs the cases in rounds and writes one results file in the schema
+of fairseq_adasoft.provenance.
 """
 
 import argparse
@@ -59,8 +47,7 @@ def median(value):
 
 
 def time_ms(fn, repeats: int, warmup: int = 1, calls: int = 1, sync=None) -> dict:
-    """min/median/max milliseconds of one call of ``fn`` (each repeat times ``calls`` calls);
-    ``sync`` waits for queued device work (``torch.cuda.synchronize``) so a repeat times the work, not its launch."""
+    """min/median/max ms of one call of ``fn``, each repeat ``calls`` calls; ``sync`` waits for queued device work."""
     sync = sync or (lambda: None)
     for _ in range(warmup):
         fn()
@@ -80,7 +67,7 @@ def shown(text: str) -> str:
     return text.replace(ROOT + os.sep, "").replace(ROOT, ".")
 
 
-def need(data: str) -> str:
+def need(data: str) -> str:  # WikiText-2's data-bin
     if not os.path.isfile(os.path.join(data, "dict.txt")):
         raise ValueError(f"{shown(data)} is missing: run recipes/wikitext2/prepare.sh first")
     return data
@@ -174,7 +161,6 @@ def goal(name: str, value, threshold: float, at_most: bool = False) -> dict:
 
 
 def arguments(description: str = None, repeats: int = 1) -> argparse.ArgumentParser:
-    """The command line every benchmark shares; a benchmark may add its own flags."""
     p = argparse.ArgumentParser(description=description or sys.modules["__main__"].__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=repeats, help="rounds over all cases (default %(default)s)")

@@ -1,23 +1,15 @@
-"""What a large vocabulary costs qrnn_lm's training on this CPU, and what adaptive
-input (Baevski & Auli 2019) wins back, at equal embed_dim and QRNN
-(qrnn_lm_wikitext2's 4 x 800, embedding 400, adaptive softmax div 4; bf16
-matmuls on CPUs that have bf16 instructions):
-
-  (a) plain embedding, the head's shortlist tied to it (the main job's tying),
-  (b) adaptive input (factor 4) + adaptive softmax, untied,
-  (c) (b) tied: each band's embedding is its softmax cluster's.
-
-On a Zipf corpus with V = 267,744 (benchmarks.zipf_corpus, WikiText-103's
-cutoffs) and WikiText-2 (V = 33,280), each case one mode:
-  one_process, ddp_2_gloo: fairseq-train words/s (first interval dropped) and the
-      largest process's peak RSS, in one process or 2-process gloo DDP (same global batch);
-  steps: where a one-process step goes (forward / backward / optimizer, and the
-      gradients' all-reduce between 2 gloo processes in DDP's 25 MB buckets), and
-      the input and output layers' parameters and training state;
-  quality: WikiText-2 validation perplexity of (a) and (c) after 600 updates.
+"""What a large vocabulary costs qrnn_lm's training on this CPU, and what adaptive input
+(Baevski & Auli 2019) wins back, at qrnn_lm_wikitext2's 4 x 800 QRNN, embedding 400:
+(a) plain embedding, the softmax's shortlist tied to it; (b) adaptive input, untied;
+(c) adaptive input tied to the adaptive softmax. On a Zipf corpus with V = 267,744
+(WikiText-103's cutoffs) and WikiText-2, each case one mode: fairseq-train words/s and
+peak RSS in one process or under 2-process gloo DDP; "steps", where a one-process step
+goes (and the gradients' all-reduce between 2 gloo processes in DDP's buckets) and the
+input and output layers' training state; "quality", WikiText-2 valid perplexity of (a)
+and (c) after 600 updates of the main job's flags.
 
     python -m benchmarks.large_vocab [--quick]
-    python -m benchmarks.large_vocab --pairs --repeats 4   # the one-process goals' pairs in turn: large_vocab_side_by_side.json
+    python -m benchmarks.large_vocab --pairs --repeats 4   # the one-process goals' pairs in turn
 """
 
 import functools
@@ -186,30 +178,23 @@ def goals(cases):
     return [g for g in judged if g["value"] is not None]  # a case list without a goal's cases does not judge it
 
 
-COMMAND = "python -m benchmarks.large_vocab"
-SECTIONS = [dict(title="Large vocabularies: adaptive input, fairseq-train words/s", command=COMMAND, files=["large_vocab"],
-                 where={"mode": m}, columns={"corpus": "corpus", "variant": "variant", "words/s": "words_per_s:,.0f",
-                                             "peak RSS, MB": "peak_rss_mb:,.0f"},
-                 text=f"--arch {ARCH} (4 x 800 QRNN, embedding 400), adaptive softmax div 4; (a) plain embedding, "
-                      "(b) adaptive input, (c) adaptive input tied. " + ("One process." if m == "one_process" else
-                      "2-process gloo DDP at the same global batch.") + " How it works: "
-                      "[large-vocabularies.md](large-vocabularies.md).") for m in ("one_process", "ddp_2_gloo")] + [
-    dict(title="Large vocabularies: where a one-process step goes", command=COMMAND, files=["large_vocab"],
-         where={"mode": "steps"}, columns={"corpus": "corpus", "variant": "variant", "parameters": "parameters:,",
-                                           "input + output layers' training state, MB": "io_train_state_mb:,.0f",
-                                           "forward": "forward_share:.0%", "backward": "backward_share:.0%",
-                                           "all-reduce (2 x gloo)": "all_reduce_share:.0%",
-                                           "optimizer": "optimizer_share:.0%"}),
-    dict(title="Large vocabularies: validation perplexity at equal updates", command=COMMAND, files=["large_vocab"],
-         where={"mode": "quality"}, columns={"variant": "variant", "updates": "updates", "valid ppl": "valid_ppl:.2f"}),
-    dict(title="Large vocabularies: the one-process pairs in turn", command=COMMAND + " --pairs --repeats 4",
-         files=["large_vocab_side_by_side", "large_vocab"], where={"mode": "one_process"},
-         columns={"corpus": "corpus", "variant": "variant", "words/s": "words_per_s:,.0f",
-                  "memory copy, GB/s": "copy_gb_per_s", "step ms": "step_ms:,.0f",
-                  "(b)'s step ms for 1.3x": "step_ms_for_goal:,.0f"},
-         text="Each pair run in turn so that a drift in the machine's speed reaches both alike; what adaptive input "
-              "saves is passes over the plain embedding's fp32 weights, bound by memory bandwidth, so the gain moves "
-              "with what the shared machine gives (the bandwidth of a memory copy before each run).")]
+C, WHAT = "python -m benchmarks.large_vocab", {"corpus": "corpus", "variant": "variant"}
+SECTIONS = [dict(title=f"Large vocabularies: adaptive input, words/s {m}", command=C, files=["large_vocab"], where={"mode": m},
+                 columns={**WHAT, "words/s": "words_per_s:,.0f", "peak RSS, MB": "peak_rss_mb:,.0f"},
+                 text="(a) plain embedding, (b) adaptive input, (c) adaptive input tied; 4 x 800 QRNN, embedding 400. "
+                      "How it works: [large-vocabularies.md](large-vocabularies.md).") for m in ("one_process", "ddp_2_gloo")]
+SECTIONS += [dict(title="Large vocabularies: where a one-process step goes", command=C, files=["large_vocab"],
+                  where={"mode": "steps"}, columns={**WHAT, "parameters": "parameters:,", "input + output layers' "
+                  "training state, MB": "io_train_state_mb:,.0f", **{p: f"{p.replace('-', '_')}_share:.0%" for p in
+                                                                     ("forward", "backward", "all-reduce", "optimizer")}}),
+             dict(title="Large vocabularies: valid perplexity at equal updates", command=C, files=["large_vocab"],
+                  where={"mode": "quality"}, columns={**WHAT, "updates": "updates", "valid ppl": "valid_ppl:.2f"}),
+             dict(title="Large vocabularies: one-process pairs in turn", command=C + " --pairs --repeats 4",
+                  files=["large_vocab_side_by_side", "large_vocab"], where={"mode": "one_process"},
+                  columns={**WHAT, "words/s": "words_per_s:,.0f", "memory copy, GB/s": "copy_gb_per_s",
+                           "step ms": "step_ms:,.0f", "(b)'s step ms for the goal": "step_ms_for_goal:,.0f"},
+                  text="What adaptive input saves is passes over the plain embedding's fp32 weights, bound by memory "
+                       "bandwidth (a memory copy's before each run), so the gain moves with the shared machine.")]
 
 if __name__ == "__main__":
     if any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):  # glibc reads them only at start-up (steps)

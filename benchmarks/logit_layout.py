@@ -1,21 +1,10 @@
-"""What the adaptive softmax's logit layout and memory (fairseq_adasoft/modules/logits.py)
-buy on this CPU: one training step's output layer, forward + backward of
-``-target_log_prob(x, t).sum()``, under four layouts, all cases alternated in
-rounds in one process (so a drift in the machine's speed reaches all alike):
-
-  plain       logits exactly as wide as their classes, weights as stored
-  aligned     rows padded with -inf columns to a multiple of LOGIT_ALIGN
-  unbuffered  aligned, and the weights of tails with at most NARROW_FEATURES
-              features multiplied features-major
-  default     unbuffered, and the logits in memory kept from one step to the
-              next (LogitBuffer: what the layer does)
-
-The first three allocate each cluster's logits afresh every step. "shortlist"
-targets (every target in the shortlist: the tails run on no rows) isolate the
-head, "zipf" targets show the whole layer; untied (variant (b) of
-benchmarks.large_vocab) and tied to a plain embedding (variant (a)). It runs
-with the malloc settings of the shell that starts it: glibc's own, as a plain
-fairseq-train run, or the recipes' (``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``).
+"""What the adaptive softmax's logit layout and memory (fairseq_adasoft/modules/logits.py) buy
+on this CPU: one training step's output layer, forward + backward, under four layouts (the
+cases in rounds, so a drift in the machine's speed reaches all alike): plain (logits as wide
+as their classes), aligned (rows padded to LOGIT_ALIGN), unbuffered (aligned, and tails of at
+most NARROW_FEATURES features multiplied features-major) and default (unbuffered, and the logits
+in memory kept from step to step). "shortlist" targets leave the tails no rows (the head alone);
+untied is large_vocab's (b), tied its (a). It runs with the malloc settings of its shell.
 
     python -m benchmarks.logit_layout [--repeats 5] [--quick]
 """
@@ -33,14 +22,10 @@ from fairseq_adasoft.presets import ARCHITECTURES, MAIN_JOB
 
 N = MAIN_JOB["tokens_per_sample"] * MAIN_JOB["batch_size"]
 D, DIV = ARCHITECTURES[MAIN_JOB["arch"]]["embed_dim"], ARCHITECTURES[MAIN_JOB["arch"]]["adaptive_softmax_div_value"]
-ALIGNED, FEATURES_MAJOR = dict(LOGIT_ALIGN=logits.LOGIT_ALIGN), dict(NARROW_FEATURES=logits.NARROW_FEATURES)
-LAYOUTS = {"plain": dict(LOGIT_ALIGN=1, NARROW_FEATURES=0, buffered=False),
-           "aligned": dict(**ALIGNED, NARROW_FEATURES=0, buffered=False),
-           "unbuffered": dict(**ALIGNED, **FEATURES_MAJOR, buffered=False),
-           "default": dict(**ALIGNED, **FEATURES_MAJOR, buffered=True)}
+A, F = logits.LOGIT_ALIGN, logits.NARROW_FEATURES  # the defaults
+LAYOUTS = {"plain": (1, 0, False), "aligned": (A, 0, False), "unbuffered": (A, F, False), "default": (A, F, True)}
 MALLOC = "recipes" if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()) else "glibc"
 CALLS = 3  # forward + backward passes per timed sample
-# The presets' cutoffs resolved to word ids (qrnn_lm_wikitext2's are fractions of V).
 CUTOFFS = {v: ",".join(map(str, parse_cutoffs(ARCHITECTURES[arch]["adaptive_softmax_cutoff"], v)))
            for arch, v in (("qrnn_lm_wikitext103", 267_744), ("qrnn_lm_wikitext2", 33_280))}
 CASES = [dict(V=V, cutoffs=c, tied=tied, targets=t, layout=layout, malloc=MALLOC) for V, c in CUTOFFS.items()
@@ -64,10 +49,8 @@ def batch(V: int, cutoffs: str, targets: str):
 
 
 def use(module: nn.Module, layout: str, own: list) -> None:
-    for attr, value in LAYOUTS[layout].items():
-        if attr != "buffered":
-            setattr(logits, attr, value)
-    module.logit_buffers = own if LAYOUTS[layout]["buffered"] else [None] * len(own)  # None: fresh memory
+    logits.LOGIT_ALIGN, logits.NARROW_FEATURES, buffered = LAYOUTS[layout]
+    module.logit_buffers = own if buffered else [None] * len(own)  # None: fresh memory every step
 
 
 def measure(V, cutoffs, tied, targets, layout, malloc) -> dict:
@@ -85,8 +68,7 @@ def measure(V, cutoffs, tied, targets, layout, malloc) -> dict:
         use(module, "default", own)
 
 
-def over_default(cases):
-    """Adds each case's over_default: its median ms over the default layout's for the same layer and targets."""
+def over_default(cases):  # each case's median ms over the default layout's, same layer and targets
     for c in cases:
         default = find(cases, **dict(c["params"], layout="default"))["ms"]
         c["metrics"]["over_default"] = round(median(c["metrics"]["ms"]) / median(default), 3)
@@ -94,15 +76,13 @@ def over_default(cases):
 
 
 SECTIONS = [dict(title="The adaptive softmax's logit layout and memory, ms", command="python -m benchmarks.logit_layout",
-                 files=["logit_layout"], columns={"V": "V:,", "cutoffs": "cutoffs", "tied": "tied", "head width":
-                                                  "head_width", "targets": "targets", "layout": "layout",
-                                                  "ms": "ms:,.2f", "/ default": "over_default:.2f"},
-                 text=f"One training step's output layer and loss (N = {N:,} rows, d = {D}), forward + backward, "
-                      "median over rounds alternating the layouts, with glibc's own malloc settings as a plain "
-                      "fairseq-train run has them. `plain`: logits as wide as their classes; `aligned`: rows padded "
-                      "to a multiple of 8; `unbuffered`: aligned, and tails of at most 8 features multiplied "
-                      "features-major; `default`: unbuffered, and the logits in memory kept from step to step. "
-                      "`shortlist` targets leave the tails no rows, so they time the head alone.")]
+                 files=["logit_layout"], columns={k: k for k in ("V", "cutoffs", "tied", "targets", "layout")} | {
+                     "head width": "head_width", "ms": "ms:,.2f", "/ default": "over_default:.2f"},
+                 text=f"One training step's output layer and loss (N = {N:,}, d = {D}), forward + backward, median over "
+                      "rounds, with glibc's own malloc settings as a plain fairseq-train run has them. `plain`: logits "
+                      "as wide as their classes; `aligned`: rows padded to a multiple of 8; `unbuffered`: aligned, and "
+                      "tails of at most 8 features multiplied features-major; `default`: unbuffered, and the logits kept "
+                      "from step to step. `shortlist` targets time the head alone.")]
 
 if __name__ == "__main__":
     main("logit_layout", CASES, measure, over_default, repeats=5,

@@ -1,17 +1,10 @@
-"""One training step's output layer and summed loss on CPU, forward + backward
-time and peak memory, at the main job's tokens per update N and width d:
-
-  full     nn.Linear(d, V) + F.cross_entropy(reduction="sum")
-  ours     fairseq_adasoft.modules.AdaptiveSoftmax, loss -target_log_prob(x, t).sum()
-  fairseq  fairseq.modules.AdaptiveSoftmax driven as fairseq's adaptive_loss criterion does
-  torch    nn.AdaptiveLogSoftmaxWithLoss, loss .loss * N
-
-at WikiText-2's V = 33,280 (its unigram targets) and WikiText-103's 267,744
-(Zipf targets, p(rank r) ∝ 1/r), each case in a fresh spawned process (a clean
-peak RSS); all methods see identical inputs and targets. ``--scaling`` instead
-times full against ours over vocabulary sizes, with the seed's cutoffs rule
-[V/15, 3V/15] and ``--adaptive-softmax-cutoff auto`` (chosen from the Zipf
-counts with the default CPU cost model), and writes vocab_scaling.json.
+"""One training step's output layer and summed loss on CPU, forward + backward time and peak
+memory, at the main job's tokens per update N and width d: full (nn.Linear + cross_entropy),
+ours (fairseq_adasoft's AdaptiveSoftmax), fairseq's AdaptiveSoftmax driven as its adaptive_loss
+does, and torch's AdaptiveLogSoftmaxWithLoss, on identical inputs, each case in a fresh spawned
+process (its own peak RSS). WikiText-2's V with its unigram targets, WikiText-103's with Zipf
+targets. --scaling: full against ours over vocabulary sizes, with the seed's cutoffs rule
+[V/15, 3V/15] and ``--adaptive-softmax-cutoff auto`` (vocab_scaling.json).
 
     python -m benchmarks.output_layer [--scaling] [--quick]
 """
@@ -67,15 +60,13 @@ def inputs(V: int, targets: str, n: int):
     return torch.randn(n, D, generator=g, requires_grad=True), torch.multinomial(p, n, replacement=True, generator=g)
 
 
-def fairseq_loss(m, x, target):
-    """fairseq/criterions/adaptive_loss.py, reduce=True."""
+def fairseq_loss(m, x, target):  # fairseq/criterions/adaptive_loss.py, reduce=True
     logits, targets = m(x, target)
     return sum(F.cross_entropy(lg, tg, ignore_index=PAD, reduction="sum") for lg, tg in zip(logits, targets)
                if tg is not None)
 
 
-def build(method: str, V: int, cutoffs: list):
-    """The module and its summed loss, loss_fn(x N x d, target N) -> scalar."""
+def build(method: str, V: int, cutoffs: list):  # the module, and its summed loss of (x N x d, target N)
     torch.manual_seed(0)
     if method == "full":
         m = nn.Linear(D, V)
@@ -92,8 +83,7 @@ def build(method: str, V: int, cutoffs: list):
     return m, lambda x, t: m(x, t).loss * x.size(0)  # .loss is a mean
 
 
-def rss_mb(field: str) -> float:
-    """/proc/self/status VmRSS (now) or VmHWM (peak since the last write of "5" to clear_refs), MB."""
+def rss_mb(field: str) -> float:  # VmRSS (now) or VmHWM (peak since "5" was written to clear_refs), MB
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024  # kB
 
@@ -139,16 +129,14 @@ def goals(cases):
             for V, _, c, x in SETTINGS] + [goal("ours never slower than fairseq's or torch's (median)", min(vs), 1.0)]
 
 
-COLUMNS = {"ms": "ms:,.0f", "peak RSS, MB": "peak_rss_mb:,.0f", "full / this": "full_over_this:.2f"}
-SECTIONS = [dict(title="Output layer + loss, forward+backward, ms (peak memory)", command="python -m benchmarks.output_layer",
-                 files=["output_layer"], columns={"V": "V:,", "targets": "targets", "cutoffs": "cutoffs",
-                                                  "method": "method", **COLUMNS},
-                 text=f"N = {N:,} tokens, d = {D}: full softmax, ours, fairseq's AdaptiveSoftmax and torch's "
-                      "AdaptiveLogSoftmaxWithLoss."),
+COLUMNS = {"V": "V:,", "method": "method", "cutoffs": "cutoffs", "ms": "ms:,.0f", "peak RSS, MB": "peak_rss_mb:,.0f",
+           "full / this": "full_over_this:.2f"}
+SECTIONS = [dict(title="Output layer + loss, forward+backward, ms", command="python -m benchmarks.output_layer",
+                 files=["output_layer"], columns=COLUMNS | {"targets": "targets"},
+                 text=f"N = {N:,}, d = {D}; ours against the full softmax, fairseq's AdaptiveSoftmax and torch's."),
             dict(title="Cost against vocabulary size, Zipf targets, ms", command="python -m benchmarks.output_layer --scaling",
-                 files=["vocab_scaling"], columns={"V": "V:,", "method": "method", "cutoffs rule": "rule",
-                                                   "cutoffs": "cutoffs", **COLUMNS},
-                 text="The adaptive softmax with the seed's rule [V/15, 3V/15] and with `--adaptive-softmax-cutoff auto`.")]
+                 files=["vocab_scaling"], columns=COLUMNS | {"cutoffs rule": "rule"},
+                 text="The seed's cutoffs rule [V/15, 3V/15] against `--adaptive-softmax-cutoff auto`.")]
 
 if __name__ == "__main__":
     p = arguments()

@@ -16,7 +16,7 @@ at the seed experiment's sizes and the main job's batch shape:
 
 import torch
 
-from benchmarks.harness import arguments, goal, main, time_ms
+from benchmarks.harness import arguments, goal, main, median, time_ms
 from fairseq_adasoft.modules import QRNN, QRNNLayer
 from fairseq_adasoft.presets import ARCHITECTURES, MAIN_JOB
 
@@ -79,12 +79,12 @@ def measure(part, window, device, precision, T, B, input_size, hidden_size, shap
 def goals(cases):
     metrics = {(c["params"]["part"], c["params"]["window"], c["params"].get("shape"), c["params"]["precision"]):
                c["metrics"] for c in cases}
-    worst = lambda key, part, pick: pick([m[key] for k, m in metrics.items() if k[0] == part] or [None])  # noqa: E731
+    worst = lambda key, part, pick: pick([median(m[key]) for k, m in metrics.items() if k[0] == part] or [None])  # noqa: E731
     out = [goal("QRNN layer within 1.3x of its gate floor (worst window)", worst("layer_vs_floor", "layer", max),
                 GOAL_LAYER_VS_FLOOR, at_most=True),
            goal("4-layer QRNN 2x faster than nn.LSTM", worst("qrnn_speedup_vs_lstm", "stack", min), GOAL_STACK_VS_LSTM)]
-    fp16 = [m["layer_triton_vs_floor"] for k, m in metrics.items() if k[0] == "kernel" and k[3] == "fp16"]
-    seed = [m["stack_triton_vs_lstm"] for k, m in metrics.items() if k[0] == "kernel" and k[2] == "seed"]
+    fp16 = [median(m["layer_triton_vs_floor"]) for k, m in metrics.items() if k[0] == "kernel" and k[3] == "fp16"]
+    seed = [median(m["stack_triton_vs_lstm"]) for k, m in metrics.items() if k[0] == "kernel" and k[2] == "seed"]
     return out + ([goal("Triton layer within 1.5x of its gate floor, fp16", max(fp16), GOAL_TRITON_LAYER_VS_FLOOR,
                         at_most=True),
                    goal("Triton stack 3x cuDNN's LSTM at the seed's shape", min(seed), GOAL_TRITON_STACK_VS_LSTM)]

@@ -22,7 +22,7 @@ PADDING_FACTOR = 8  # fairseq-preprocess pads the dictionary to a multiple of th
 LINE_TOKENS = 20  # words per line; fairseq adds </s> to each
 SEED = 0
 SPLITS = ("train", "valid", "test")
-# benchmarks.eval_lm's corpora: the WikiText-103-sized one, and tiny stand-ins for its --quick.
+# The WikiText-103-sized corpus, and tiny stand-ins for --quick.
 BENCHMARK = dict(vocab=267_744, sizes={"train": 2_000_000, "valid": 100_000, "test": 100_000})
 QUICK = {"wikitext2": dict(vocab=1_000, sizes={"train": 20_000, "valid": 2_000, "test": 3_000}),
          "zipf": dict(vocab=2_000, sizes={"train": 20_000, "valid": 2_000, "test": 3_000})}
@@ -40,81 +40,59 @@ def target_probs(vocab: int):
     return torch.cat([torch.zeros(N_SPECIAL, dtype=torch.float64), torch.from_numpy(zipf_probs(vocab - N_SPECIAL))])
 
 
-def word(rank: int) -> str:
-    return f"w{rank}"
-
-
-def write_split(path: str, ids: np.ndarray) -> None:
-    words = ids.tolist()
-    with open(path, "w") as f:
-        for start in range(0, len(words), LINE_TOKENS):
-            f.write(" ".join(map(word, words[start : start + LINE_TOKENS])) + "\n")
-
-
 def write_text(dest: str, vocab: int, sizes: dict, seed: int = SEED) -> dict:
-    """{train,valid,test}.txt under ``dest``; ``sizes`` maps a split to its Zipf samples.
-    Returns each split's word count (train: its samples plus one of every type)."""
+    """{train,valid,test}.txt under ``dest`` (``sizes``: each split's Zipf samples; train also
+    holds one of every type); returns each split's word count."""
     if vocab % PADDING_FACTOR or vocab <= N_SPECIAL:
         raise ValueError(f"--zipf-vocab must be a multiple of {PADDING_FACTOR} above {N_SPECIAL} (fairseq-preprocess "
                          f"pads the dictionary to one with made-up words), got {vocab}")
-    n_types = vocab - N_SPECIAL
-    rng = np.random.default_rng(seed)
-    p = zipf_probs(n_types)
+    n_types, rng, words = vocab - N_SPECIAL, np.random.default_rng(seed), {}
     os.makedirs(dest, exist_ok=True)
-    words = {}
     for split in SPLITS:
-        ids = rng.choice(n_types, size=sizes[split], p=p)
+        ids = rng.choice(n_types, size=sizes[split], p=zipf_probs(n_types))
         if split == "train":
             ids = rng.permutation(np.concatenate([np.arange(n_types), ids]))
-        write_split(os.path.join(dest, f"{split}.txt"), ids)
+        with open(os.path.join(dest, f"{split}.txt"), "w") as f:
+            f.writelines(" ".join(f"w{i}" for i in ids[k:k + LINE_TOKENS].tolist()) + "\n"
+                         for k in range(0, len(ids), LINE_TOKENS))
         words[split] = int(ids.size)
     return words
 
 
-def dictionary_size(data_bin: str) -> int:
-    """len() of the fairseq Dictionary in ``data_bin``, specials included."""
+def dictionary(data_bin: str):
     from fairseq.data import Dictionary
 
-    return len(Dictionary.load(os.path.join(data_bin, "dict.txt")))
+    return Dictionary.load(os.path.join(data_bin, "dict.txt"))
+
+
+def dictionary_size(data_bin: str) -> int:
+    return len(dictionary(data_bin))  # specials included
 
 
 def split_tokens(data_bin: str) -> dict:
     """Tokens per split of a binarized corpus, fairseq-preprocess's end-of-line tokens included."""
-    from fairseq.data import Dictionary, data_utils
+    from fairseq.data import data_utils
 
-    d = Dictionary.load(os.path.join(data_bin, "dict.txt"))
-    sizes = {}
-    for split in SPLITS:
-        dataset = data_utils.load_indexed_dataset(os.path.join(data_bin, split), d)
-        sizes[split] = int(dataset.sizes.sum()) if dataset is not None else 0
-    return sizes
+    datasets = {s: data_utils.load_indexed_dataset(os.path.join(data_bin, s), dictionary(data_bin)) for s in SPLITS}
+    return {s: int(d.sizes.sum()) if d is not None else 0 for s, d in datasets.items()}
 
 
 def prepare(dest: str, vocab: int, sizes: dict, seed: int = SEED, workers: int = 2) -> str:
-    """The binarized corpus in ``dest``/bin (text in ``dest``/text); skipped when
-    ``dest`` already holds one made with the same settings."""
+    """The binarized corpus in ``dest``/bin (text in ``dest``/text), reused when made with the same settings."""
     settings = {"vocab": vocab, "zipf_samples": sizes, "seed": seed, "line_tokens": LINE_TOKENS}
-    data_bin, marker = os.path.join(dest, "bin"), os.path.join(dest, "bin", ".prepared")
-    if os.path.exists(marker):
-        with open(marker) as f:
-            if json.load(f)["settings"] == settings:
-                return data_bin
-    shutil.rmtree(data_bin, ignore_errors=True)  # another setting's, or an interrupted run's
-    text = os.path.join(dest, "text")
+    data_bin, tmp, text = os.path.join(dest, "bin"), os.path.join(dest, "bin.tmp"), os.path.join(dest, "text")
+    if os.path.exists(f"{data_bin}/.prepared") and json.load(open(f"{data_bin}/.prepared"))["settings"] == settings:
+        return data_bin
+    for d in (data_bin, tmp):  # another setting's, or an interrupted run's
+        shutil.rmtree(d, ignore_errors=True)
     words = write_text(text, vocab, sizes, seed)
-    tmp = data_bin + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [os.path.join(BIN, "fairseq-preprocess"), "--only-source", "--destdir", tmp, "--workers", str(workers)]
-    for split in SPLITS:
-        cmd += [f"--{split}pref", os.path.join(text, f"{split}.txt")]
+    cmd = [os.path.join(BIN, "fairseq-preprocess"), "--only-source", "--destdir", tmp, "--workers", str(workers),
+           *(a for s in SPLITS for a in (f"--{s}pref", os.path.join(text, f"{s}.txt")))]
     out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"fairseq-preprocess failed:\n{out.stderr[-3000:]}")
-    got = dictionary_size(tmp)
-    if got != vocab:
-        raise RuntimeError(f"{tmp}/dict.txt gives a {got}-entry dictionary, not {vocab}")
+    if out.returncode != 0 or dictionary_size(tmp) != vocab:
+        raise RuntimeError(f"fairseq-preprocess failed or made another dictionary size than {vocab}:\n{out.stderr[-3000:]}")
     with open(os.path.join(tmp, ".prepared"), "w") as f:
-        json.dump({"settings": settings, "words": words, "dictionary_size": got}, f)
+        json.dump({"settings": settings, "words": words, "dictionary_size": vocab}, f)
     os.replace(tmp, data_bin)
     return data_bin
 

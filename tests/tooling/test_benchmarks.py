@@ -1,13 +1,16 @@
-"""The timing helpers behind the results files, and the QRNN benchmark at toy sizes."""
+"""The harness behind the results files, and the benchmarks at toy sizes."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 import torch
 
-from benchmarks import common, qrnn_layer
-from fairseq_adasoft.hardware import cpu_has_native_bf16
+from benchmarks import cpu_bf16, harness, qrnn_layer, width_throughput
+from fairseq_adasoft.provenance import validate
 
 SLEEP_S = 0.002  # long enough to dominate a call's own overhead
 
@@ -19,91 +22,96 @@ def test_time_ms_reports_the_time_of_one_call_and_waits_for_the_device():
         calls.append(1)
         time.sleep(SLEEP_S)
 
-    result = common.time_ms(call, repeats=3, warmup=2, calls_per_repeat=2, sync=lambda: syncs.append(1))
+    result = harness.time_ms(call, repeats=3, warmup=2, calls=2, sync=lambda: syncs.append(1))
     assert len(calls) == 2 + 3 * 2  # warm-up, then every repeat's calls
     assert len(syncs) == 1 + 3  # after the warm-up and after each repeat
     assert 1000 * SLEEP_S <= result["min"] <= result["median"] <= result["max"]  # each call sleeps SLEEP_S
-    assert common.spread([3.0, 1.0, 2.0]) == {"min": 1.0, "median": 2.0, "max": 3.0}
+    assert harness.spread([3.0, 1.0, 2.0]) == {"min": 1.0, "median": 2.0, "max": 3.0}
 
 
-def test_qrnn_layer_benchmark_records_sizes_tag_and_choice(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path))
-    for name, value in (("T", 5), ("B", 3), ("WARMUP", 1), ("ITERS_PER_REPEAT", 1)):
-        monkeypatch.setattr(qrnn_layer, name, value)
-    monkeypatch.setattr("sys.argv", ["qrnn_layer", "--repeats", "2", "--input-size", "8", "--hidden-size", "16",
-                                     "--tag", "toy"])
-    qrnn_layer.main()
-    result = json.loads((tmp_path / "qrnn_layer_cpu_toy.json").read_text())
-    assert result["command"] == "python -m benchmarks.qrnn_layer --input-size 8 --hidden-size 16 --tag toy"
-    assert result["shape"] == {"T": 5, "B": 3, "C": 8, "H": 16, "layers": qrnn_layer.NUM_LAYERS}
+def test_run_measures_the_cases_in_rounds_and_spreads_repeats():
+    order, values = [], iter([1.0, 10.0, 3.0, 30.0, 2.0, 20.0])
+
+    def measure(variant):
+        order.append(variant)
+        return {"ms": next(values), "kind": "toy", "spread": {"min": 0, "median": 5.0, "max": 9}}
+
+    cases = harness.run([dict(variant="a"), dict(variant="b")], measure, repeats=3, log=lambda *a, **k: None)
+    assert order == ["a", "b"] * 3  # each round measures every case in turn
+    assert harness.find(cases, variant="a") == {"ms": {"min": 1.0, "median": 2.0, "max": 3.0}, "kind": "toy",
+                                                "spread": {"min": 5.0, "median": 5.0, "max": 5.0}}
+    assert harness.ratio(cases, "ms", {"variant": "b"}, {"variant": "a"}) == 10.0
+    assert harness.ratio(cases, "ms", {"variant": "c"}, {"variant": "a"}) is None
+    with pytest.raises(KeyError, match="2 cases match"):
+        harness.find(cases)
+    assert harness.goal("x", None, 1.0)["met"] is False  # not measured: not met
+    assert harness.goal("x", 1.2, 1.3, at_most=True) == {"name": "x", "threshold": 1.3, "value": 1.2, "met": True}
+
+
+def test_main_writes_one_schema_with_command_tag_and_goals(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "RESULTS_DIR", str(tmp_path))
+    toy = qrnn_layer.cases("cpu", "fp32", 8, 16, t=5, b=3)
+    monkeypatch.setattr(qrnn_layer, "WARMUP", 1)
+    monkeypatch.setattr(qrnn_layer, "CALLS", 1)
+    measured, judged = harness.main("qrnn_layer_cpu", toy, qrnn_layer.measure, qrnn_layer.goals,
+                                    argv=["--repeats", "2", "--tag", "toy"])
+    record = json.loads((tmp_path / "qrnn_layer_cpu_toy.json").read_text())
+    assert validate(record) == [] and record["cases"] == measured and record["goals"] == judged
+    assert record["command"] == "python -m benchmarks.qrnn_layer --repeats 2 --tag toy"
     x = torch.zeros(5, 3, 8)
     for window in (1, 2):
-        entry = result["results"][f"window{window}"]
-        assert entry["auto_picks"] == qrnn_layer.QRNNLayer(8, 16, window=window)._resolved_gate_op(x)
-        chosen = entry["auto_picks"]
-        assert entry["layer_vs_floor"] == entry[f"layer_{chosen}_ms"]["median"] / entry[f"floor_{chosen}_ms"]["median"]
-    stack = result["results"]["stack"]
+        m = harness.find(measured, part="layer", window=window)
+        assert m["auto_picks"] == qrnn_layer.QRNNLayer(8, 16, window=window)._resolved_gate_op(x)
+        assert set(m["layer_vs_floor"]) == {"min", "median", "max"}  # a derived figure per repeat, spread too
+    stack = harness.find(measured, part="stack")
+    assert stack["qrnn_ms"]["min"] <= stack["qrnn_ms"]["max"]
+    worst = max(harness.find(measured, part="layer", window=w)["layer_vs_floor"]["median"] for w in (1, 2))
+    assert judged[0]["value"] == worst and judged[0]["met"] == (worst <= qrnn_layer.GOAL_LAYER_VS_FLOOR)
+    # --quick measures, validates and writes nothing
+    harness.main("qrnn_layer_quick", toy[:1], qrnn_layer.measure, argv=["--quick"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["qrnn_layer_cpu_toy.json"]
+
+
+def test_qrnn_layer_measure_computes_its_ratios(monkeypatch):
+    monkeypatch.setattr(qrnn_layer, "WARMUP", 0)
+    monkeypatch.setattr(qrnn_layer, "CALLS", 1)
+    params = dict(device="cpu", precision="fp32", T=3, B=2, input_size=8, hidden_size=8)
+    layer = qrnn_layer.measure(part="layer", window=2, **params)
+    assert layer["layer_vs_floor"] == (layer[f"layer_{layer['auto_picks']}_ms"]["median"]
+                                       / layer[f"floor_{layer['auto_picks']}_ms"]["median"])
+    stack = qrnn_layer.measure(part="stack", window=0, **params)
     assert stack["qrnn_speedup_vs_lstm"] == stack["lstm_ms"]["median"] / stack["qrnn_ms"]["median"]
+    fast = {"layer_triton_vs_floor": 1.2, "stack_triton_vs_lstm": 3.5}
+    kernels = [{"params": dict(part="kernel", window=1, shape=s, precision="fp16"), "metrics": m}
+               for s, m in (("seed", fast), ("awd_qrnn", {**fast, "layer_triton_vs_floor": 1.6}))]
+    assert [g["met"] for g in qrnn_layer.goals(kernels)] == [False, False, False, True]  # no layer or stack measured
 
 
-def test_width_benchmark_runs_each_width_as_run_sh_does_and_counts_its_epochs(tmp_path, monkeypatch):
-    from benchmarks import width_throughput
-
-    monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path))
-    (tmp_path / "dict.txt").write_text("word 1\n")
-    monkeypatch.setattr(width_throughput, "DATA", str(tmp_path))
-    monkeypatch.setattr(width_throughput, "train_tokens", lambda data: 2_000_000)
-    monkeypatch.setattr(width_throughput, "cpu_has_native_bf16", lambda: True)
+def test_width_benchmark_runs_each_width_as_run_sh_does_and_counts_its_epochs(monkeypatch):
     calls = []
 
-    def fake_run(name, args, updates):  # 1,000 words/s per 100 units of width
-        calls.append((args, updates))
-        width = int(args[args.index("--hidden-size") + 1])
-        return {"wps": common.spread([10.0 * width])}
+    def fake_train_wps(flags, updates):  # 1,000 words/s per 100 units of width
+        calls.append((flags, updates))
+        return {"words_per_s": harness.spread([10.0 * int(flags[flags.index("--hidden-size") + 1])])}
 
-    monkeypatch.setattr(width_throughput, "run", fake_run)
-    monkeypatch.setattr("sys.argv", ["width_throughput", "--widths", "500,800", "--updates", "20",
-                                     "--hours", "0.5", "--tag", "toy"])
-    width_throughput.main()
-    result = json.loads((tmp_path / "width_throughput_toy.json").read_text())
-    assert result["command"] == ("python -m benchmarks.width_throughput --widths 500,800 --updates 20 "
-                                 "--hours 0.5 --tag toy")
-    assert [updates for _, updates in calls] == [20, 20]
-    for args, _ in calls:  # run.sh's model, with bf16 where the CPU has it
-        assert args[args.index("--arch") + 1] == "qrnn_lm_wikitext2"
-        assert {"--stateful-bptt", "--tie-adaptive-weights", "--cpu-autocast-bf16"} <= set(args)
+    monkeypatch.setattr(width_throughput, "train_wps", fake_train_wps)
+    monkeypatch.setattr(width_throughput, "train_tokens", lambda data: 2_000_000)
+    monkeypatch.setattr(width_throughput, "need", lambda data: data)
     # 0.5 h x 5,000 words/s = 9M words = 4.5 epochs of 2M tokens; 8,000 words/s: 7.2.
-    assert result["results"]["500"]["epochs_in_hours"] == 4.5
-    assert result["results"]["800"]["epochs_in_hours"] == 7.2
-    assert result["settings"]["precision"].startswith("bf16")
+    monkeypatch.setattr(width_throughput, "HOURS", 0.5)
+    monkeypatch.setattr(width_throughput.epochs_in_hours, "__defaults__", (0.5,))
+    assert width_throughput.measure(500, "bf16", updates=20)["epochs_in_hours"] == 4.5
+    assert width_throughput.measure(800, "fp32", updates=20)["epochs_in_hours"] == 7.2
+    assert [u for _, u in calls] == [20, 20]
+    for flags, _ in calls:  # run.sh's model
+        assert flags[flags.index("--arch") + 1] == "qrnn_lm_wikitext2"
+        assert {"--stateful-bptt", "--tie-adaptive-weights"} <= set(flags)
+    assert "--cpu-autocast-bf16" in calls[0][0] and "--cpu-autocast-bf16" not in calls[1][0]
 
 
-def test_width_benchmark_refuses_widths_it_cannot_read():
-    from benchmarks.width_throughput import parse_widths
-
-    assert parse_widths("500,1000") == [500, 1000]
-    for bad in ("500,wide", "0,800", ""):
-        with pytest.raises(ValueError, match="--widths"):
-            parse_widths(bad)
-
-
-def test_cpu_bf16_benchmark_names_its_file_by_the_cpu(tmp_path, monkeypatch):
-    """The benchmark behind the refusal's figures, at toy sizes."""
-    from benchmarks import common, cpu_bf16
-
-    monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path))
-    for name, value in (("T", 5), ("B", 3), ("EMBED", 8), ("HIDDEN", 16)):
-        monkeypatch.setattr(cpu_bf16, name, value)
-    monkeypatch.setattr("sys.argv", ["cpu_bf16", "--repeats", "2"])
-    cpu_bf16.main()
-    capability = torch.backends.cpu.get_cpu_capability()
-    result = json.loads((tmp_path / f"cpu_bf16_{capability.lower()}.json").read_text())
-    assert result["machine"]["cpu_capability"] == capability
-    assert result["machine"]["cpu_native_bf16"] == cpu_has_native_bf16()
-    assert "native_bf16" not in result  # recorded once, under "machine"
-    assert result["shape"] == {"T": 5, "B": 3, "embed": 8, "hidden": 16, "layers": cpu_bf16.LAYERS}
-    for entry in result["results"].values():
-        assert entry["bf16_vs_fp32"] == pytest.approx(entry["bf16_ms"]["median"] / entry["fp32_ms"]["median"])
+def test_cpu_bf16_benchmark_times_both_precisions():
+    m = cpu_bf16.measure("qrnn_stack", T=5, B=3, hidden=16, repeats=2)
+    assert m["bf16_vs_fp32"] == pytest.approx(m["bf16_ms"]["median"] / m["fp32_ms"]["median"])
 
 
 def test_test_suite_reads_pytests_summary_line():
@@ -116,19 +124,17 @@ def test_test_suite_reads_pytests_summary_line():
         tally("collected 0 items\n")
 
 
+QUICK = ["cpu_bf16", "qrnn_layer", "logit_layout", "output_layer", "lm_throughput", "width_throughput"]
+
+
 @pytest.mark.slow
-def test_logit_layout_benchmark_times_every_layout_of_every_setting(tmp_path):
-    import subprocess
-    import sys
-
-    from benchmarks import logit_layout
-
-    # A child process: the benchmark re-executes itself with the runs' malloc settings.
-    env = {"PATH": "/usr/bin:/bin", "BENCHMARK_RESULTS_DIR": str(tmp_path)}
-    r = subprocess.run([sys.executable, "-m", "benchmarks.logit_layout", "--quick"], cwd=common.ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    lines = [line for line in r.stdout.splitlines() if " ms" in line]
-    assert len(lines) == len(logit_layout.SETTINGS) * 2 * 2  # tied or not, shortlist or Zipf targets
-    assert all(all(f"{name} " in line for name in logit_layout.LAYOUTS) for line in lines)
-    assert list(tmp_path.iterdir()) == []  # --quick writes nothing
+@pytest.mark.parametrize("name", QUICK)
+def test_quick_run_makes_a_valid_results_file_and_writes_none(tmp_path, name):
+    if name in ("lm_throughput", "width_throughput") and not os.path.isfile(os.path.join(harness.DATA, "dict.txt")):
+        pytest.skip("needs recipes/wikitext2/prepare.sh's data-bin/wikitext-2")
+    env = dict(os.environ, BENCHMARK_RESULTS_DIR=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--quick"], cwd=harness.ROOT, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "valid results file (not kept)" in r.stdout and "[1/1]" in r.stdout
+    assert list(tmp_path.iterdir()) == []

@@ -1,15 +1,15 @@
-"""benchmarks.eval_lm's and benchmarks.before_after's parts, for real: the Zipf corpus's dictionary size after
+"""benchmarks.eval_lm's parts, for real: the Zipf corpus's dictionary size after
 fairseq-preprocess, the parsing of eval-lm's result lines, the per-child peak
-RSS, the baseline worktree and the check that --user-dir runs its code; and
-(slow) the whole benchmark at --quick sizes."""
+RSS (benchmarks.harness.run_child), the baseline worktree, the derived metrics
+and goals; and (slow) the whole benchmark at --quick sizes."""
 
-import json
 import os
+import subprocess
 import sys
 
 import pytest
 
-from benchmarks import before_after, common, eval_lm, zipf_corpus
+from benchmarks import eval_lm, harness, zipf_corpus
 
 MB = 2**20
 PARENT_MB, CHILD_MB, SMALL_CHILD_MB = 300, 200, 100
@@ -40,8 +40,7 @@ def test_zipf_corpus_refuses_a_vocabulary_fairseq_would_pad(tmp_path):
 
 def test_eval_log_parsing_reads_the_captured_lines_as_printed():
     r = eval_lm.parse_eval_log("INFO:fairseq_cli.eval_lm:loading model(s)\n" + CAPTURED)
-    assert r == {"tokens": 245_569, "eval_s": 156.4, "words_per_s": 1569.76, "loss_base2": 10.0739,
-                 "perplexity": 1077.85, "printed": {"loss": "10.0739", "perplexity": "1077.85"}}
+    assert r == {"tokens": 245_569, "words_per_s": 1569.76, "loss": "10.0739", "perplexity": "1077.85"}
     with pytest.raises(ValueError, match="no fairseq-eval-lm result"):
         eval_lm.parse_eval_log(CAPTURED.splitlines()[0])
 
@@ -50,82 +49,61 @@ def test_peak_rss_is_each_childs_own_not_this_processs(tmp_path):
     parent = bytearray(PARENT_MB * MB)  # this process's peak: a child exec'd from it would start there
     parent[::4096] = b"\1" * len(parent[::4096])
     log = str(tmp_path / "child.log")
-    big = before_after.run_child([sys.executable, "-c", TOUCH.format(n=CHILD_MB)], log)
-    small = before_after.run_child([sys.executable, "-c", "pass"], log)
-    failed = before_after.run_child([sys.executable, "-c", "raise SystemExit(3)"], log)
+    big = harness.run_child([sys.executable, "-c", TOUCH.format(n=CHILD_MB)], log)
+    small = harness.run_child([sys.executable, "-c", "print('done')"], log)
+    failed = harness.run_child([sys.executable, "-c", "raise SystemExit(3)"], log)
     assert big["returncode"] == small["returncode"] == 0 and failed["returncode"] == 3
     assert big["peak_rss_mb"] >= CHILD_MB
     assert small["peak_rss_mb"] < SMALL_CHILD_MB  # neither the parent's nor the previous child's
+    assert small["text"] == "done\n"
     del parent
 
 
-def test_baseline_worktree_runs_its_own_code_and_is_removed():
-    head = before_after.git("rev-parse", "HEAD")
-    with before_after.baseline_worktree("HEAD") as (plugin, sha):
+def test_the_baseline_runs_from_a_worktree_of_its_revision(monkeypatch):
+    monkeypatch.setattr(eval_lm, "BASELINE_REV", "HEAD")
+    eval_lm.plugin.cache_clear()
+    try:
+        plugin = eval_lm.plugin("a")  # removed at exit
         tree = os.path.dirname(plugin)
-        assert sha == head and os.path.isfile(os.path.join(plugin, "__init__.py"))
-        files = before_after.plugin_files(plugin)
-        assert "fairseq_adasoft.models.qrnn_lm" in files and "fairseq_adasoft.modules.adaptive_softmax" in files
-        assert all(f.startswith(os.path.realpath(plugin) + os.sep) for f in files.values() if f)
-        assert before_after.check_plugin(plugin) == len(files)
-        assert before_after.code_digest(plugin) == before_after.code_digest(plugin)
-    assert not os.path.exists(tree)
-    assert tree not in before_after.git("worktree", "list")
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True).stdout
+        assert head == subprocess.run(["git", "rev-parse", "HEAD"], cwd=harness.ROOT, capture_output=True, text=True).stdout
+        assert os.path.isfile(os.path.join(plugin, "models", "qrnn_lm.py")) and plugin != harness.PLUGIN_DIR
+        assert eval_lm.plugin("b") == harness.PLUGIN_DIR
+        monkeypatch.setattr(eval_lm, "BASELINE_REV", "no-such-rev")
+        eval_lm.plugin.cache_clear()
+        with pytest.raises(ValueError, match="--baseline-rev 'no-such-rev'"):
+            eval_lm.plugin("a")
+    finally:
+        eval_lm.plugin.cache_clear()
 
 
-def test_plugin_check_fails_when_the_code_comes_from_elsewhere(monkeypatch, tmp_path):
-    elsewhere = os.path.join(common.PLUGIN_DIR, "__init__.py")  # the pip-installed checkout's
-    monkeypatch.setattr(before_after, "plugin_files", lambda d: {"fairseq_adasoft": elsewhere})
-    with pytest.raises(RuntimeError, match="loads code from elsewhere"):
-        before_after.check_plugin(str(tmp_path / "fairseq_adasoft"))
-
-
-def test_a_bad_revision_or_flag_is_named():
-    with pytest.raises(ValueError, match="--baseline-rev 'no-such-rev'"):
-        with before_after.baseline_worktree("no-such-rev"):
-            pass
-    with pytest.raises(ValueError, match="--variants takes a comma-separated subset of a,b,c,d"):
-        eval_lm.parse_args(["--variants", "a,x"])
-    with pytest.raises(ValueError, match="--protocols"):
-        eval_lm.parse_args(["--protocols", "stream"])
-
-
-def run_record(words_per_s, rss, ppl="100.00"):
-    return {"words_per_s": words_per_s, "peak_rss_mb": rss, "printed": {"loss": "6.6439", "perplexity": ppl}}
+def case(corpus, protocol, variant, words_per_s, rss, ppl="100.00"):
+    return {"params": dict(corpus=corpus, protocol=protocol, variant=variant),
+            "metrics": {"words_per_s": words_per_s, "peak_rss_mb": rss, "perplexity": ppl, "loss": "6.6439"}}
 
 
 def test_derived_ratios_and_goals():
-    results = {
-        "wikitext2": {"a": {"blocks": run_record(1000, 1800), "classic": run_record(200, 900)},
-                      "b": {"blocks": run_record(4000, 900), "classic": run_record(300, 900, "99.99")},
-                      "c": {"blocks": run_record(3000, 800)}},
-        "zipf": {"a": {"blocks": run_record(100, 8000)}, "b": {"blocks": run_record(400, 1000)}},
-    }
-    derived = eval_lm.derive(results)
-    assert derived["wikitext2"]["speedup_b_vs_a"] == {"blocks": 4.0, "classic": 1.5}
-    assert derived["wikitext2"]["perplexity_equal"] == {"blocks": True, "classic": False}
-    assert derived["wikitext2"]["b_vs_c"] == {"blocks": 1.333} and derived["wikitext2"]["b_vs_d"] == {"blocks": None}
-    assert derived["zipf"]["memory_ratio_a_vs_b"] == {"blocks": 8.0}
-    assert [g["met"] for g in eval_lm.goals(derived)] == [True, True, False, True, False]
-    assert all(g["met"] is None for g in eval_lm.goals({}))
+    cases = [case("wikitext2", "blocks", "a", 1000, 1800), case("wikitext2", "blocks", "b", 4000, 900),
+             case("wikitext2", "blocks", "c", 3000, 800), case("wikitext2", "classic", "a", 200, 900),
+             case("wikitext2", "classic", "b", 300, 900, "99.99"), case("zipf", "blocks", "a", 100, 8000),
+             case("zipf", "blocks", "b", 400, 1000)]
+    judged = eval_lm.goals(cases)
+    b = {(c["params"]["corpus"], c["params"]["protocol"]): c["metrics"] for c in cases if c["params"]["variant"] == "b"}
+    assert b["wikitext2", "blocks"]["b_over_a"] == 4.0 and b["wikitext2", "classic"]["b_over_a"] == 1.5
+    assert b["wikitext2", "blocks"]["same_as_a"] and not b["wikitext2", "classic"]["same_as_a"]
+    assert b["zipf", "blocks"]["a_over_b_peak_rss"] == 8.0
+    assert [g["met"] for g in judged] == [True, True, False, True, False]
+    assert judged[1]["value"] == pytest.approx(4 / 3) and judged[4]["value"] == pytest.approx(2 / 3)
+    assert not any(g["met"] for g in eval_lm.goals([]))
 
 
 @pytest.mark.slow
-def test_quick_benchmark_runs_the_variants_and_writes_no_results_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "RESULTS_DIR", str(tmp_path / "results"))
-    # (a) against (b) where --softmax-batch applies: the other runs repeat these paths at the suite's cost.
-    payload = eval_lm.main(["--quick", "--only", "zipf", "--variants", "a,b", "--protocols", "blocks",
-                            "--work-dir", str(tmp_path / "work")])
-    assert not os.path.exists(tmp_path / "results")
-    assert len(payload["baseline"]["sha"]) == 40
-    assert all(v["modules_checked"] > 0 for v in payload["variants"].values())
-    for corpus, runs in payload["results"].items():
-        test_tokens = payload["corpora"][corpus]["tokens"]["test"]
-        for variant, protocols in runs.items():
-            assert set(protocols) == {"blocks"}
-            for r in protocols.values():
-                assert r["tokens"] == test_tokens and r["words_per_s"] > 0 and r["peak_rss_mb"] > 0
-    assert set(payload["results"]) == {"zipf"} and set(payload["results"]["zipf"]) == set("ab")
-    assert "--softmax-batch" in payload["results"]["zipf"]["a"]["blocks"]["command"]
-    assert all(all(d["perplexity_equal"].values()) for d in payload["derived"].values())
-    json.dumps(payload)  # what write_result would write
+def test_quick_benchmark_runs_a_and_b_and_writes_no_results_file(tmp_path):
+    # A child process: (a)'s worktree goes at its exit. (a) against (b) where --softmax-batch applies.
+    env = dict(os.environ, BENCHMARK_RESULTS_DIR=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "benchmarks.eval_lm", "--quick"], cwd=harness.ROOT, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "valid results file (not kept)" in r.stdout and list(tmp_path.iterdir()) == []
+    assert "met: (a) and (b) print the same loss and perplexity" in r.stdout
+    assert r.stdout.count("[1/1] {'corpus': 'zipf'") == 3  # (a) and (b) at blocks, (b) at classic_cache

@@ -112,14 +112,13 @@ def test_kernel_benchmark_times_every_path_and_judges_its_goals(monkeypatch):
     from benchmarks import qrnn_layer
 
     monkeypatch.setattr(qrnn_layer, "WARMUP", 0)  # the interpreter is slow; the timings here are not the point
-    monkeypatch.setattr(qrnn_layer, "ITERS_PER_REPEAT", 1)
-    kernels = qrnn_layer.kernel_comparison(torch.device("cpu"), 1, shapes={"seed": (3, 2, 8)},
-                                           dtypes={"fp32": torch.float32})
-    entry = kernels["seed_fp32"]
-    assert entry["shape"] == {"T": 3, "B": 2, "H": 8}
+    monkeypatch.setattr(qrnn_layer, "CALLS", 1)
+    entry = qrnn_layer.measure(part="kernel", window=1, device="cpu", precision="fp32", T=3, B=2, input_size=8,
+                               hidden_size=8, shape="seed")
     for key in ("floor_ms", "layer_torch_ms", "layer_triton_ms", "stack_torch_ms", "stack_triton_ms", "lstm_ms"):
         assert entry[key]["median"] > 0
     assert entry["stack_triton_vs_lstm"] == entry["lstm_ms"]["median"] / entry["stack_triton_ms"]["median"]
     fast = {"layer_triton_vs_floor": 1.2, "stack_triton_vs_lstm": 3.5}
-    goals = qrnn_layer.kernel_goals({"seed_fp16": fast, "awd_qrnn_fp16": {**fast, "layer_triton_vs_floor": 1.6}})
-    assert list(goals.values()) == [False, True]
+    kernels = [{"params": dict(part="kernel", window=1, shape=s, precision="fp16"), "metrics": m}
+               for s, m in (("seed", fast), ("awd_qrnn", {**fast, "layer_triton_vs_floor": 1.6}))]
+    assert [g["met"] for g in qrnn_layer.goals(kernels)][-2:] == [False, True]
