@@ -21,7 +21,10 @@ into place. fairseq's checkpoint loading is wrapped so that a truncated
 checkpoint, or a file that is no checkpoint at all (``dict.txt``), passed to
 ``--path`` or found at resume, ends in a ``ValueError`` that names the file and
 the newest intact checkpoint beside it, instead of ``PytorchStreamReader failed
-reading zip archive`` or ``IndexError: pop from empty list``.
+reading zip archive`` or ``IndexError: pop from empty list``. A checkpoint's saved
+model config is read in the names its model's flags have today (the model
+class's ``upgrade_saved_cfg``: qrnn_lm's ``output_gate`` is ``no_output_gate``),
+before fairseq merges it with the model's dataclass, which drops unknown keys.
 """
 
 import functools
@@ -134,6 +137,21 @@ def _readable_loader(load):
     return load_checkpoint_to_cpu
 
 
+def _upgraded_loader(load):
+    @functools.wraps(load)
+    def load_checkpoint_to_cpu(path, *args, **kwargs):
+        from fairseq.models import ARCH_MODEL_REGISTRY
+
+        state = load(path, *args, **kwargs)
+        model_cfg = state["cfg"].get("model") if state.get("cfg") is not None else None
+        if model_cfg is not None:
+            model = ARCH_MODEL_REGISTRY.get(model_cfg.get("_name") or model_cfg.get("arch"))
+            if hasattr(model, "upgrade_saved_cfg"):
+                model.upgrade_saved_cfg(model_cfg)
+        return state
+    return load_checkpoint_to_cpu
+
+
 def _resume_names_restore_file(load_checkpoint):
     @functools.wraps(load_checkpoint)
     def wrapped(cfg, trainer, **kwargs):
@@ -175,5 +193,5 @@ def _atomic_readable_checkpoints() -> None:
             return atomic_copy(src_path, dst_path)
 
     checkpoint_utils.PathManager = AtomicCopyPathManager
-    checkpoint_utils.load_checkpoint_to_cpu = _readable_loader(checkpoint_utils.load_checkpoint_to_cpu)
+    checkpoint_utils.load_checkpoint_to_cpu = _readable_loader(_upgraded_loader(checkpoint_utils.load_checkpoint_to_cpu))
     checkpoint_utils.load_checkpoint = _resume_names_restore_file(checkpoint_utils.load_checkpoint)

@@ -7,6 +7,7 @@ full softmax. Regularisation follows AWD-LSTM/AWD-QRNN (Merity, Keskar &
 Socher 2018, "Regularizing and Optimizing LSTM Language Models").
 """
 
+import contextlib
 import zlib
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Callable, List, Optional
@@ -14,6 +15,7 @@ from typing import Callable, List, Optional
 import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqLanguageModel, register_model, register_model_architecture
+from omegaconf import OmegaConf, open_dict
 from torch import Tensor
 
 from fairseq_adasoft.models.qrnn_decoder import QRNNDecoder
@@ -36,7 +38,9 @@ class QRNNLanguageModelConfig(FairseqDataclass):
     first_window: int = field(
         default=2, metadata={"help": "convolution window (1 or 2) of the first QRNN layer; layers above use 1"}
     )
-    output_gate: bool = field(default=True, metadata={"help": "use the O gate (fo-pooling)"})
+    no_output_gate: bool = field(
+        default=False, metadata={"help": "drop the O gate: f-pooling, h_t = c_t (default: fo-pooling, with the O gate)"}
+    )
     dropout: float = field(default=0.4, metadata={"help": "locked dropout on the last QRNN layer's output"})
     dropout_input: float = field(default=0.4, metadata={"help": "locked dropout on the embeddings"})
     dropout_hidden: float = field(default=0.2, metadata={"help": "locked dropout between QRNN layers"})
@@ -167,6 +171,16 @@ class QRNNLanguageModel(FairseqLanguageModel):
     def use_dynamic_eval(self, setup: Optional[DynamicEvalSetup]) -> None:
         """Evaluate with dynamic evaluation (Krause et al. 2018; ``models/dynamic_eval.py``)."""
         self.decoder.use_dynamic_eval(setup)
+
+    @staticmethod
+    def upgrade_saved_cfg(cfg) -> None:
+        """A saved model config in today's flag names, before fairseq merges it with the dataclass
+        (which drops unknown keys): ``output_gate`` (on by default) became ``no_output_gate``."""
+        saved = getattr(cfg, "output_gate", None)
+        if saved is not None:
+            with open_dict(cfg) if OmegaConf.is_config(cfg) else contextlib.nullcontext():
+                cfg.no_output_gate = not saved
+                delattr(cfg, "output_gate")
 
     @classmethod
     def build_model(cls, cfg: QRNNLanguageModelConfig, task):

@@ -247,6 +247,15 @@ def test_fairseq_beam_search_scores_equal_a_full_forward(data_bin, output):
                 torch.testing.assert_close(hyp["positional_scores"], expected, rtol=0, atol=1e-4)
 
 
+def test_no_output_gate_turns_the_output_gate_off(data_bin):
+    def gates(*flags):  # each layer's gate setting and gate count (Z, F and O, or Z and F)
+        layers = build(data_bin, *SMALL_MODEL, *flags)[1].decoder.qrnn.layers
+        return {(layer.output_gate, layer.linear.out_features // layer.hidden_size) for layer in layers}
+
+    assert gates() == {(True, 3)}  # on by default
+    assert gates("--no-output-gate") == {(False, 2)}
+
+
 def test_other_models_keep_the_cutoffs_they_ignore(data_bin):
     """fairseq's lstm_lm carries a default cutoff string that only adaptive_loss
     uses; the task must not reject it for other criteria."""
