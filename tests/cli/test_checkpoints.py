@@ -84,6 +84,28 @@ def test_truncated_checkpoint_last_at_resume_names_the_intact_restore_file(train
     assert "(epoch 1 @ 4 updates)" in out and updates_of(last) == 6
 
 
+@pytest.mark.parametrize("gate", [True, False])
+def test_a_checkpoint_saved_with_output_gate_keeps_its_gate(data_bin, tmp_path, gate):
+    """The flag --output-gate (on by default: passing it turned the gate off) is now --no-output-gate;
+    a checkpoint whose saved config says output_gate loads with that gate and scores the same."""
+    from fairseq import checkpoint_utils
+
+    run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
+         "--max-update", "2", "--no-epoch-checkpoints", "--save-dir", tmp_path, *([] if gate else ["--no-output-gate"])])
+    new, old = tmp_path / "checkpoint_last.pt", tmp_path / "old.pt"
+    state = torch.load(new, map_location="cpu", weights_only=False)
+    state["cfg"]["model"]["output_gate"] = not state["cfg"]["model"].pop("no_output_gate")
+    torch.save(state, old)
+    (model,), _ = checkpoint_utils.load_model_ensemble([str(old)], arg_overrides={"data": str(data_bin)})
+    assert {layer.output_gate for layer in model.decoder.qrnn.layers} == {gate}
+
+    def result(path):  # fairseq-eval-lm's last "Loss (base 2): ..., Perplexity: ..."
+        _, out = run([fairseq_cli("fairseq-eval-lm"), data_bin, "--path", path, *EVAL])
+        return re.findall(r"Loss \(base 2\): \S+, Perplexity: \S+", out)[-1]
+
+    assert result(old) == result(new)
+
+
 def _newest_first_file(save):
     """fairseq's first file of the newest save (written whole, then copied onto checkpoint_last.pt)."""
     found = [(int(m.group(1)), save / m.group(0)) for m in
