@@ -21,6 +21,7 @@ A run's cases: {"phase": "train", **its settings} (the training log's figures),
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -36,11 +37,18 @@ OPTIMIZERS = {  # recipes/wikitext2/train.sh; Adam's peak lr (train.sh's LR) com
 # recipes/wikitext2/eval.sh's protocols and their log-name suffixes (docs/stateful-bptt.md says what each does).
 PROTOCOLS = {"blocks": "", "classic": "_classic", "cache": "_cache", "dynamic": "_dynamic",
              "dynamic_cache": "_dynamic_cache"}
+# A path from the filesystem's root in a recipe's command or note (SAVE_DIR=/...): a results
+# file holds none, so it is written relative to the directory record runs in (the checkout).
+ABSOLUTE_PATH = re.compile(r"(?<![\w./-])/[^\s\"']+")
 # Protocols whose valid split may go unscored (one step per segment makes it slow):
 # their tuning scored the start of valid.
 TUNINGS_ONLY_VALID = ("dynamic", "dynamic_cache")
 # The tuners' files and the protocol each one's setting serves.
 TUNINGS = {"cache": "neural_cache.json", "dynamic": "dynamic_eval.json"}
+
+
+def relative_paths(text: str) -> str:
+    return ABSOLUTE_PATH.sub(lambda m: os.path.relpath(m.group(0)), text)
 
 
 def model_text(settings: dict) -> str:
@@ -236,8 +244,8 @@ def main() -> None:
         cases, note = cases_and_note(args)
     except ValueError as e:  # what is missing or malformed, without a traceback
         sys.exit(str(e))
-    note = ". ".join(n for n in (note, args.note) if n)
-    print(write_results(args.name, cases, args.command, args.results_dir, note=note or None))
+    note = relative_paths(". ".join(n for n in (note, args.note) if n))
+    print(write_results(args.name, cases, relative_paths(args.command), args.results_dir, note=note or None))
     if args.subcommand == "comparison":
         a, f = (c["metrics"] for c in cases)
         print(f"speed-up {a['train_wps_vs_full']:.2f}x, test perplexity {a['test_perplexity']} (adaptive) vs "

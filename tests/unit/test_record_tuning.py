@@ -91,11 +91,14 @@ def test_the_recorder_command_writes_a_valid_results_file_with_its_note_and_no_g
     from fairseq_adasoft import record
 
     runs = [f"slow={fake_run(tmp_path / 'a', 0.002, 48, [300.0])}", f"fast={fake_run(tmp_path / 'b', 0.004, 24, [280.0])}"]
-    monkeypatch.setattr("sys.argv", ["record", "tuning", "--name", "toy", "--command", "bash tune.sh",
-                                     "--note", "a toy", "--results-dir", str(tmp_path / "results"), "--run", *runs])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["record", "tuning", "--name", "toy", "--command",
+                                     f"SAVE_DIR={tmp_path}/a bash tune.sh [V/15, 3V/15] {tmp_path.parent}/x", "--note",
+                                     f"a toy from {tmp_path}/b", "--results-dir", str(tmp_path / "results"), "--run", *runs])
     record.main()
     result = json.loads((tmp_path / "results" / "toy.json").read_text())
-    assert result["command"] == "bash tune.sh" and result["note"] == "a toy"
+    # Paths the recipe passed become relative to where record ran: a results file holds no absolute path.
+    assert result["command"] == "SAVE_DIR=a bash tune.sh [V/15, 3V/15] ../x" and result["note"] == "a toy from b"
     assert [c["params"]["label"] for c in result["cases"]] == ["slow", "fast"]
     assert [c["metrics"]["lowest_valid"] for c in result["cases"]] == [False, True]
     assert result["goals"] == [] and provenance.validate(result) == []
