@@ -1,7 +1,8 @@
 """The named configurations, in one place: the hyper-parameters each ``--arch``
-preset sets, the WikiText-2 main job's training settings, the evaluation
-protocols and dynamic evaluation's defaults. The architectures, the recipes (through ``python -m
-fairseq_adasoft.presets``) and the benchmarks read them from here.
+preset sets, the WikiText-2 main job's training settings and the recipes'
+other jobs', the evaluation protocols and dynamic evaluation's defaults. The
+architectures, the recipes (through ``python -m fairseq_adasoft.presets``)
+and the benchmarks read them from here; no recipe declares a training setting of its own.
 
 Plain Python: no torch or fairseq, so a shell recipe can read it cheaply.
 """
@@ -48,6 +49,19 @@ MAIN_JOB = dict(
     fp32_hidden_size=500,
 )
 
+# The other training jobs of the recipes, each what recipes/wikitext2/train.sh is given.
+# The seed comparison (recipes/wikitext2/compare.sh): the seed's model, once per softmax, with
+# Adam at a lower peak over a fixed number of epochs, and a guard that never cuts one run
+# short of the other's epochs.
+COMPARE_JOB = dict(arch="qrnn_lm_wikitext2_seed", lr=0.002, epochs=2, stop_time_hours=24)
+# The sentencepiece run (recipes/wikitext2/spm.sh): the main job's architecture without its
+# train_flags, Adam over epochs.
+SPM_JOB = dict(lr=0.002, epochs=6, stop_time_hours=0.6)
+# WikiText-103 (recipes/wikitext103/train.sh): awd-lstm-lm's setting (Merity et al. 2018), streams
+# per process.
+WIKITEXT103_JOB = dict(arch="qrnn_lm_wikitext103", batch_size=60, tokens_per_sample=140, lr=0.001,
+                       stop_time_hours=12)
+
 # Evaluation protocols: fairseq's independent blocks, and awd-lstm-lm's classic
 # stateful protocol (bptt 70, eval_batch_size 10, test_batch_size 1).
 EVAL_PROTOCOLS = dict(
@@ -66,8 +80,11 @@ DYNAMIC_EVAL = dict(
 
 
 def shell_assignments() -> str:
-    """``NAME=value`` lines of MAIN_JOB, EVAL_PROTOCOLS and SEED_CUTOFFS for a shell's ``eval``."""
+    """``NAME=value`` lines of MAIN_JOB, EVAL_PROTOCOLS and SEED_CUTOFFS for a shell's ``eval``,
+    and of the other jobs, prefixed by their name (PRESET_COMPARE_LR, ...)."""
     values = {**MAIN_JOB, **EVAL_PROTOCOLS, "seed_cutoffs": SEED_CUTOFFS}
+    for prefix, job in (("compare", COMPARE_JOB), ("spm", SPM_JOB), ("wikitext103", WIKITEXT103_JOB)):
+        values.update({f"{prefix}_{k}": v for k, v in job.items()})
     return "\n".join(f"PRESET_{k.upper()}={shlex.quote(str(v))}" for k, v in values.items())
 
 

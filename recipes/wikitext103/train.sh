@@ -11,19 +11,22 @@
 # Expected: published (Merity et al. 2018, plain embedding, not measured here):
 #           33.0 test perplexity after 12 hours on one GPU.
 # Result:   $SAVE_DIR (default $CKPT_ROOT/wikitext103[_quick]) as train.sh's.
-# Knobs:    BATCH_SIZE (streams per process, default 60), TOKENS_PER_SAMPLE
-#           (140), LR, STOP_TIME_HOURS, NPROC (default: every local GPU),
+# Knobs:    BATCH_SIZE (streams per process), TOKENS_PER_SAMPLE, LR,
+#           STOP_TIME_HOURS (defaults: presets.WIKITEXT103_JOB's, in
+#           fairseq_adasoft/presets.py), NPROC (default: every local GPU),
 #           NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT, QUICK=1 (150 updates,
 #           the schedule over them), recipes/wikitext2/train.sh's; extra
 #           arguments go on to fairseq-train.
 set -euo pipefail
 CORPUS=wikitext-103
 source "$(dirname "${BASH_SOURCE[0]}")/../wikitext2/common.sh"
+load_presets
 probe_cuda
 
-export DATA_BIN ARCH=${ARCH:-qrnn_lm_wikitext103}
-export BATCH_SIZE=${BATCH_SIZE:-60} TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-140} LR=${LR:-0.001}
-export STOP_TIME_HOURS=${STOP_TIME_HOURS:-12}
+export DATA_BIN ARCH=${ARCH:-$PRESET_WIKITEXT103_ARCH}
+export BATCH_SIZE=${BATCH_SIZE:-$PRESET_WIKITEXT103_BATCH_SIZE} LR=${LR:-$PRESET_WIKITEXT103_LR}
+export TOKENS_PER_SAMPLE=${TOKENS_PER_SAMPLE:-$PRESET_WIKITEXT103_TOKENS_PER_SAMPLE}
+export STOP_TIME_HOURS=${STOP_TIME_HOURS:-$PRESET_WIKITEXT103_STOP_TIME_HOURS}
 export SCHEDULE=${SCHEDULE:-$([ "$QUICK" = 1 ] && echo epochs || echo time)}
 export NPROC=${NPROC:-$((CUDA_DEVICES > 0 ? CUDA_DEVICES : 1))}
 export SAVE_DIR=${SAVE_DIR:-$CKPT_ROOT/wikitext103${QUICK_SUFFIX//-/_}}

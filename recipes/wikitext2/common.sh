@@ -32,6 +32,24 @@ load_presets() {
   eval "$("$PY" "$PLUGIN_DIR/presets.py" --shell)"
 }
 
+# MAIN_FLAGS: the main job's flags beyond its architecture (presets.MAIN_JOB's train_flags) and
+# its precision on this CPU. bf16 matmuls need AVX512-BF16 or AMX; elsewhere torch runs them
+# slower than fp32, so the model refuses to train that way, and the job trains in fp32 at a
+# narrower width, which fits enough more epochs in the hour to do better (step 12 of
+# docs/experiments/wikitext2-cpu-hour.md).
+# MAIN_PRECISION says which. Needs load_presets.
+main_job_flags() {
+  read -ra MAIN_FLAGS <<< "$PRESET_TRAIN_FLAGS"
+  if [ "$("$PY" -c 'from fairseq_adasoft.hardware import cpu_has_native_bf16; print(int(cpu_has_native_bf16()))')" = 1 ]; then
+    # The architecture's dropout: more did worse over a bf16 hour (docs/experiments/wikitext2-cpu-hour.md, step 14).
+    MAIN_FLAGS+=(--cpu-autocast-bf16)
+    MAIN_PRECISION=bf16
+  else
+    MAIN_FLAGS+=(--hidden-size "$PRESET_FP32_HIDDEN_SIZE")
+    MAIN_PRECISION=fp32
+  fi
+}
+
 # How many CUDA GPUs torch sees, asked once per top-level recipe (importing
 # torch takes seconds) and passed on to the recipes it runs in CUDA_DEVICES.
 probe_cuda() {

@@ -4,7 +4,9 @@
 # adaptive softmax (the architecture's cutoffs, [V/15, 3V/15]) and once with a
 # full softmax; both evaluated with fairseq-eval-lm.
 #
-# Optimizer: Adam (train.sh's) by default. OPTIMIZER=seed gives the seed's SGD
+# Settings: presets.COMPARE_JOB's (fairseq_adasoft/presets.py): the preset, Adam's
+# peak learning rate, the epochs and the wall-clock guard.
+# Optimizer: Adam by default. OPTIMIZER=seed gives the seed's SGD
 # with Nesterov momentum (lr 1), which learns too slowly for a CPU budget: two
 # epochs would compare two models still near unigram perplexity.
 #
@@ -18,18 +20,19 @@
 #           under $CKPT_ROOT/compare-{adaptive,full}[-quick]. Finished runs are
 #           skipped, so a re-run only redoes what is missing.
 #
-# Knobs (environment): EPOCHS (default 2), OPTIMIZER=adam|seed, QUICK=1 (150
+# Knobs (environment): EPOCHS, LR, OPTIMIZER=adam|seed, QUICK=1 (150
 # updates each, a few minutes), common.sh's (DATA_BIN, CKPT_ROOT, VENV_BIN, ...),
 # train.sh's; extra arguments go on to fairseq-train.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+load_presets
 probe_cuda  # once, for every train.sh and eval.sh below
 
-EPOCHS=${EPOCHS:-2}
+EPOCHS=${EPOCHS:-$PRESET_COMPARE_EPOCHS}
 NAME=wikitext2_compare${QUICK_SUFFIX//-/_}
 OPTIMIZER=${OPTIMIZER:-adam}
-export QUICK EPOCHS ARCH=qrnn_lm_wikitext2_seed OPTIMIZER
-export STOP_TIME_HOURS=${STOP_TIME_HOURS:-24}  # never cut one run short of the other's epochs
+export QUICK EPOCHS ARCH=$PRESET_COMPARE_ARCH OPTIMIZER LR=${LR:-$PRESET_COMPARE_LR} SCHEDULE=${SCHEDULE:-epochs}
+export STOP_TIME_HOURS=${STOP_TIME_HOURS:-$PRESET_COMPARE_STOP_TIME_HOURS}  # never cut one run short of the other's epochs
 
 for SOFTMAX in adaptive full; do
   SAVE_DIR=$CKPT_ROOT/compare-$SOFTMAX$QUICK_SUFFIX

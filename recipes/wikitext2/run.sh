@@ -37,18 +37,12 @@ phase setup bash "$ROOT/scripts/setup_env.sh"
 load_presets
 probe_cuda  # once, for every recipe below
 
-read -ra MAIN_FLAGS <<< "$PRESET_TRAIN_FLAGS"
-# bf16 matmuls need AVX512-BF16 or AMX; elsewhere torch runs them slower than
-# fp32, so the model refuses to train that way, and this recipe trains in fp32.
-if [ "$("$PY" -c 'from fairseq_adasoft.hardware import cpu_has_native_bf16; print(int(cpu_has_native_bf16()))')" = 1 ]; then
-  # The architecture's dropout: more did worse over a bf16 hour (docs/experiments/wikitext2-cpu-hour.md, step 14).
-  MAIN_FLAGS+=(--cpu-autocast-bf16)
-else
+# train.sh trains the main job's model and settings when run bare: its flags, as train.sh
+# chooses them for this CPU (common.sh), are recorded with the run.
+main_job_flags
+if [ "$MAIN_PRECISION" = fp32 ]; then
   echo "run: this CPU has no bf16 matmul instructions (AVX512-BF16 or AMX): training in fp32;" \
        "expect a higher perplexity than the recorded bf16 run" >&2
-  # fp32 fits fewer epochs of the full-width model in the hour; a narrower QRNN fits
-  # enough more to do better with the same dropout (docs/experiments/wikitext2-cpu-hour.md, step 12).
-  MAIN_FLAGS+=(--hidden-size "$PRESET_FP32_HIDDEN_SIZE")
 fi
 export LR=${LR:-$PRESET_LR} STOP_TIME_HOURS=${STOP_TIME_HOURS:-$PRESET_STOP_TIME_HOURS}
 # The batch shape (streams x tokens per stream), which train.sh reads; recorded with the run.
@@ -74,7 +68,7 @@ RUN_VARS+=" BATCH_SIZE=$BATCH_SIZE TOKENS_PER_SAMPLE=$TOKENS_PER_SAMPLE"
 EXTRA_TEXT=$([ $# -eq 0 ] || printf ' %q' "$@")
 
 phase prepare bash "$HERE/prepare.sh"
-phase train bash "$HERE/train.sh" "${MAIN_FLAGS[@]}" "$@"
+phase train bash "$HERE/train.sh" "$@"
 phase eval_valid env SUBSET=valid bash "$HERE/eval.sh"
 phase eval_test env SUBSET=test bash "$HERE/eval.sh"
 phase eval_classic env RECORD=0 bash "$HERE/protocols.sh"

@@ -4,13 +4,15 @@
 # training frequency, and language_modeling_freqsorted re-sorts them in memory.
 #
 # Hardware: 2 CPU cores; ~2 minutes for sentencepiece and preprocessing, then
-#           train.sh's usual time (QUICK=1: a few minutes).
+#           presets.SPM_JOB's training: the main job's architecture alone (not its
+#           train_flags), Adam over epochs (QUICK=1: a few minutes).
 # Result:   $SPM_DIR/spm.model, $DATA_BIN (binarized with the spm vocabulary as
 #           --srcdict), and a trained model in train.sh's SAVE_DIR. Each step is
 #           skipped when its output exists.
 # Knobs:    RAW_DIR (wiki.{train,valid,test}.tokens; default: the copy
 #           prepare.sh found), SPM_VOCAB (default 16000), SPM_DIR, DATA_BIN
-#           (default: data-bin/wikitext-2-spm$SPM_VOCAB), WORKERS, plus train.sh's.
+#           (default: data-bin/wikitext-2-spm$SPM_VOCAB), WORKERS, plus train.sh's
+#           (LR, EPOCHS and STOP_TIME_HOURS default to presets.SPM_JOB's).
 set -euo pipefail
 SPM_BIN=${DATA_BIN:-}  # read before common.sh sets DATA_BIN's default, the word-level data
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -73,6 +75,8 @@ if [ ! -s "$DATA_BIN/.prepared" ]; then
   mv "$TMP_BIN" "$DATA_BIN"
 fi
 
-export DATA_BIN
+load_presets
+export DATA_BIN MAIN_JOB=0 LR=${LR:-$PRESET_SPM_LR} STOP_TIME_HOURS=${STOP_TIME_HOURS:-$PRESET_SPM_STOP_TIME_HOURS}
+export SCHEDULE=${SCHEDULE:-epochs} EPOCHS=${EPOCHS:-$PRESET_SPM_EPOCHS}
 export SAVE_DIR=${SAVE_DIR:-$CKPT_ROOT/wikitext2-spm$SPM_VOCAB$QUICK_SUFFIX}
 bash "$HERE/train.sh" "$@"

@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
-# Train qrnn_lm on WikiText-2 with an adaptive (default) or full softmax.
+# Train qrnn_lm on WikiText-2. Run bare, it trains the main job's model with the
+# main job's settings (fairseq_adasoft/presets.py MAIN_JOB, which run.sh also
+# records): qrnn_lm_wikitext2 with its train_flags (stateful BPTT, the adaptive
+# softmax tied to the embedding), bf16 matmuls on a CPU that multiplies bf16 in
+# hardware (elsewhere fp32 at its narrower fp32_hidden_size), Adam at its lr
+# decaying over its stop_time_hours of training (SCHEDULE=time), its batch shape.
 #
-# Hardware: any CPU, minutes per epoch on 2 cores (each recorded run's words/s
-#           is in its results file, e.g. benchmarks/results/wikitext2_main.json);
+# Hardware: any CPU, about an hour on 2 cores (each recorded run's words/s is
+#           in its results file, e.g. benchmarks/results/wikitext2_main_bf16.json);
 #           a CUDA GPU is used with --fp16 when present.
 # Result:   $SAVE_DIR/checkpoint_best.pt, tensorboard logs in $SAVE_DIR/tb,
 #           fairseq's JSON log in $SAVE_DIR/train.log. Skipped when
 #           $SAVE_DIR already holds a finished run with the same settings;
 #           refused when it holds one with other settings.
 #
-# Knobs (environment): SOFTMAX=adaptive|full (adaptive: the architecture's
-# cutoffs; for ARCH=qrnn_lm the seed's [V/15, 3V/15]), OPTIMIZER=adam|seed (the
-# seed's SGD with Nesterov momentum), LR (Adam's peak learning rate, default
-# 0.002), NPROC (DDP processes per machine, via torchrun), NNODES, NODE_RANK,
-# MASTER_ADDR, MASTER_PORT (several machines: run it on each, NODE_RANK 0 on
-# MASTER_ADDR; docs/distributed.md), SCHEDULE=epochs|time (Adam's
-# learning rate decays over EPOCHS passes over DATA_BIN's train split, or
-# MAX_UPDATE updates; or, with time, over STOP_TIME_HOURS of training, however
-# many updates fit: --lr-scheduler timed_polynomial_decay), STOP_TIME_HOURS
-# (the wall-clock guard), SAVE_DIR, QUICK=1 (a few minutes); ARCH, BATCH_SIZE
-# and TOKENS_PER_SAMPLE default to the main job's (fairseq_adasoft/presets.py);
-# common.sh's (DATA_BIN, VENV_BIN, ...); extra arguments go on to fairseq-train.
+# Knobs (environment), each defaulting to the main job's: ARCH, MAIN_JOB=1|0
+# (1, the default for the main job's ARCH: add its train_flags and precision;
+# 0, another ARCH's default: the architecture's own flags only), SOFTMAX=adaptive|full (adaptive: the architecture's cutoffs;
+# for ARCH=qrnn_lm the seed's [V/15, 3V/15]), OPTIMIZER=adam|seed (the seed's
+# SGD with Nesterov momentum), LR (Adam's peak learning rate), BATCH_SIZE,
+# TOKENS_PER_SAMPLE, SCHEDULE=epochs|time (Adam's learning rate decays over
+# EPOCHS passes over DATA_BIN's train split, or MAX_UPDATE updates; or, with
+# time, over STOP_TIME_HOURS of training, however many updates fit:
+# --lr-scheduler timed_polynomial_decay; EPOCHS, MAX_UPDATE or QUICK=1 make it
+# epochs), STOP_TIME_HOURS (the wall-clock guard), NPROC (DDP processes per
+# machine, via torchrun), NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT (several
+# machines: run it on each, NODE_RANK 0 on MASTER_ADDR; docs/distributed.md),
+# SAVE_DIR, QUICK=1 (150 updates, a few minutes); common.sh's (DATA_BIN,
+# VENV_BIN, ...); extra arguments go on to fairseq-train, after the main job's.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 load_presets
@@ -30,13 +37,17 @@ SOFTMAX=${SOFTMAX:-adaptive}
 NPROC=${NPROC:-1}
 NNODES=${NNODES:-1}
 SAVE_DIR=${SAVE_DIR:-$CKPT_ROOT/wikitext2-$ARCH-$SOFTMAX$QUICK_SUFFIX}
-EPOCHS=${EPOCHS:-6}
 # Wall-clock guard, so that a run on a slow machine still ends in bounded time.
-STOP_TIME_HOURS=${STOP_TIME_HOURS:-0.6}
-SCHEDULE=${SCHEDULE:-epochs}
+STOP_TIME_HOURS=${STOP_TIME_HOURS:-$PRESET_STOP_TIME_HOURS}
+if [ -z "${SCHEDULE:-}" ]; then
+  SCHEDULE=time
+  [ "$QUICK" != 1 ] && [ -z "${EPOCHS:-}${MAX_UPDATE:-}" ] || SCHEDULE=epochs
+fi
 OPTIMIZER=${OPTIMIZER:-adam}
 case "$SCHEDULE" in
-  epochs) ;;
+  epochs)
+    [ "$QUICK" = 1 ] || [ -n "${EPOCHS:-}${MAX_UPDATE:-}" ] \
+      || die "SCHEDULE=epochs decays the learning rate over EPOCHS passes or MAX_UPDATE updates: set one" ;;
   time)
     [ "$OPTIMIZER" = adam ] || die "SCHEDULE=time decays Adam's learning rate; OPTIMIZER=$OPTIMIZER keeps a fixed one:" \
                                    "set OPTIMIZER=adam or SCHEDULE=epochs"
@@ -57,28 +68,34 @@ case "$SOFTMAX" in
   *) die "SOFTMAX must be 'adaptive' or 'full', got '$SOFTMAX'" ;;
 esac
 
+# The main job's model: its train_flags and its precision on this CPU (common.sh).
+MAIN_JOB=${MAIN_JOB:-$([ "$ARCH" = "$PRESET_ARCH" ] && echo 1 || echo 0)}
+if [ "$MAIN_JOB" = 1 ]; then
+  main_job_flags
+  set -- "${MAIN_FLAGS[@]}" "$@"  # the command line's flags, after them, win
+fi
+
 if [ "$QUICK" = 1 ]; then
   MAX_UPDATE=${MAX_UPDATE:-150}
   EXTRA_LIMITS=(--max-valid-steps 20)
-elif [ "$SCHEDULE" = time ]; then
-  MAX_UPDATE=${MAX_UPDATE:-0}  # no update limit: the STOP_TIME_HOURS guard ends training as the decay ends
-  EXTRA_LIMITS=()
 else
-  if [ -z "${MAX_UPDATE:-}" ]; then
-    # The schedule's length comes from DATA_BIN's own train split, so another
-    # corpus or tokenization (spm.sh's subwords) gets EPOCHS real epochs.
-    # The task's own reader names a missing or empty split.
-    ERR=$(mktemp)
-    TRAIN_TOKENS=$("$PY" -m fairseq_adasoft.record train-tokens "$DATA_BIN" 2>"$ERR") \
-      || die "$(tail -1 "$ERR"; rm -f "$ERR"); DATA_BIN=$DATA_BIN must be a fairseq-preprocess --destdir with a train split"
-    rm -f "$ERR"
+  # DATA_BIN's own train split: its tokens size an epoch, so another corpus or
+  # tokenization (spm.sh's subwords) gets EPOCHS real epochs, and the task's
+  # own reader names a missing or empty split before training starts.
+  ERR=$(mktemp)
+  TRAIN_TOKENS=$("$PY" -m fairseq_adasoft.record train-tokens "$DATA_BIN" 2>"$ERR") \
+    || die "$(tail -1 "$ERR"; rm -f "$ERR"); DATA_BIN=$DATA_BIN must be a fairseq-preprocess --destdir with a train split"
+  rm -f "$ERR"
+  if [ "$SCHEDULE" = time ]; then
+    MAX_UPDATE=${MAX_UPDATE:-0}  # no update limit: the STOP_TIME_HOURS guard ends training as the decay ends
+  elif [ -z "${MAX_UPDATE:-}" ]; then
     UPDATES_PER_EPOCH=$(( (TRAIN_TOKENS + BATCH_SIZE * TOKENS_PER_SAMPLE - 1) / (BATCH_SIZE * TOKENS_PER_SAMPLE) ))
     MAX_UPDATE=$((EPOCHS * UPDATES_PER_EPOCH / (NPROC * NNODES)))
   fi
   EXTRA_LIMITS=()
 fi
 
-LR=${LR:-0.002}
+LR=${LR:-$PRESET_LR}
 if [ "$SCHEDULE" = time ]; then
   SCHEDULE_FLAGS=(--lr-scheduler timed_polynomial_decay)
 else
@@ -117,7 +134,11 @@ if has_cuda; then
 else
   DEVICE_FLAGS=(--cpu)
   DIST_BACKEND=gloo
-  echo "train: no CUDA GPU; training in fp32 on CPU (fairseq's --fp16 needs CUDA: its FP16Optimizer fails on CPU)"
+  if [[ " $* " == *" --cpu-autocast-bf16 "* ]]; then
+    echo "train: no CUDA GPU; training on CPU with bf16 matmuls (--cpu-autocast-bf16; the recurrence, softmax and loss in fp32)"
+  else
+    echo "train: no CUDA GPU; training in fp32 on CPU (fairseq's --fp16 needs CUDA: its FP16Optimizer fails on CPU)"
+  fi
   cpu_malloc_settings
 fi
 
