@@ -1,5 +1,6 @@
-"""Plain torch modules (no fairseq imports): QRNN, ForgetMult, adaptive softmax and input, dropout,
-dynamic evaluation, continuous cache, the stateful-BPTT stream state, target-aware log-probabilities."""
+"""Plain torch modules (no fairseq imports): QRNN, ForgetMult, adaptive softmax and input, their cutoffs
+(parsed and chosen), dropout, dynamic evaluation's update, continuous cache, the stateful-BPTT stream
+state, target-aware log-probabilities."""
 
 from .adaptive_input import AdaptiveInput  # noqa: F401
 from .adaptive_softmax import AdaptiveSoftmax  # noqa: F401
