@@ -8,8 +8,7 @@ import math
 import pytest
 import torch
 
-from cli_setup import EVAL_RE, MODEL, TRAIN, own_test_nll, train_losses
-from conftest import PLUGIN, fairseq_cli, run
+from helpers import FREQSORTED, eval_lm, eval_result, own_test_nll, train, train_losses
 from fairseq_adasoft.modules import AdaptiveInput, NeuralCache
 
 pytestmark = pytest.mark.slow
@@ -19,17 +18,14 @@ ADAPTIVE_INPUT = ["--adaptive-input", "--tie-adaptive-weights", "--tie-adaptive-
 
 def test_adaptive_input_trains_scores_and_decodes(data_bin, tiny_corpus, tmp_path):
     save = tmp_path / "ckpt"
-    _, out = run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL,
-                  *TRAIN, *ADAPTIVE_INPUT, "--max-update", "40", "--save-dir", save, "--no-epoch-checkpoints"])
+    _, out = train(data_bin, *ADAPTIVE_INPUT, "--max-update", "40", "--save-dir", save, "--no-epoch-checkpoints")
     losses = train_losses(out)
     assert losses[-1] < losses[0] - 1.0, losses
     checkpoint = save / "checkpoint_last.pt"
-    _, out = run([fairseq_cli("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", checkpoint,
-                  "--task", "language_modeling_freqsorted", "--gen-subset", "test", "--cpu",
-                  "--tokens-per-sample", "16", "--stateful-bptt"])
+    _, out = eval_lm(data_bin, checkpoint, *FREQSORTED, "--tokens-per-sample", "16", "--stateful-bptt")
     nll, ntokens = own_test_nll(checkpoint, data_bin, tiny_corpus / "test.txt")  # one forward over all
     assert f"Evaluated {ntokens:,} tokens" in out
-    assert 2 ** float(EVAL_RE.findall(out)[-1][0]) == pytest.approx(math.exp(nll), rel=1e-4)
+    assert 2 ** float(eval_result(out)[0]) == pytest.approx(math.exp(nll), rel=1e-4)
 
     from fairseq import checkpoint_utils
 

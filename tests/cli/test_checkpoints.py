@@ -10,12 +10,11 @@ import time
 import pytest
 import torch
 
-from cli_setup import MODEL, TRAIN
-from conftest import ROOT, PLUGIN, fairseq_cli, run
+from helpers import ROOT, eval_lm, eval_result, fairseq_cli, run, train, train_args
 
 from fairseq_adasoft import compat
 
-EVAL = ["--user-dir", PLUGIN, "--gen-subset", "test", "--tokens-per-sample", "64", "--batch-size", "1", "--cpu"]
+EVAL = ["--tokens-per-sample", "64", "--batch-size", "1"]
 # Wide layers on a one-sample batch: a checkpoint of hundreds of MB (weights and
 # Adam's two moments) whose copy takes measurable time, with cheap updates.
 BIG = ["--embed-dim", "1536", "--hidden-size", "1536", "--num-layers", "2", "--batch-size", "1",
@@ -31,8 +30,7 @@ def updates_of(path):
 @pytest.fixture(scope="module")
 def trained(data_bin, tmp_path_factory):
     save = tmp_path_factory.mktemp("ckpt")
-    run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
-         "--max-update", "4", "--save-interval-updates", "2", "--no-epoch-checkpoints", "--save-dir", save])
+    train(data_bin, "--max-update", "4", "--save-interval-updates", "2", "--no-epoch-checkpoints", "--save-dir", save)
     return save
 
 
@@ -51,14 +49,14 @@ def test_truncated_checkpoint_passed_to_eval_lm_names_the_file(trained, data_bin
     broken = tmp_path / "checkpoint_last.pt"
     data = (trained / "checkpoint_last.pt").read_bytes()
     broken.write_bytes(data[: len(data) // 2])
-    code, out = run([fairseq_cli("fairseq-eval-lm"), data_bin, "--path", broken, *EVAL], check=False)
+    code, out = eval_lm(data_bin, broken, *EVAL, check=False)
     assert code != 0 and "PytorchStreamReader" in out  # the cause is kept, after the message
     assert f"ValueError: checkpoint {broken} is truncated or corrupt" in out
     assert "pass --path a checkpoint_*.pt written by fairseq-train" in out
 
 
 def test_dictionary_passed_to_eval_lm_names_the_file(data_bin):
-    code, out = run([fairseq_cli("fairseq-eval-lm"), data_bin, "--path", data_bin / "dict.txt", *EVAL], check=False)
+    code, out = eval_lm(data_bin, data_bin / "dict.txt", *EVAL, check=False)
     assert code != 0
     assert f"ValueError: checkpoint {data_bin / 'dict.txt'} is a text file, not a checkpoint" in out
     assert "pass --path a checkpoint_*.pt written by fairseq-train" in out
@@ -72,15 +70,14 @@ def test_truncated_checkpoint_last_at_resume_names_the_intact_restore_file(train
         (save / name).write_bytes((trained / name).read_bytes())
     last = save / "checkpoint_last.pt"
     last.write_bytes(last.read_bytes()[:1000])
-    train = [fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
-             "--max-update", "6", "--no-epoch-checkpoints", "--save-dir", save]
-    code, out = run(train, check=False)
+    resume = ["--max-update", "6", "--no-epoch-checkpoints", "--save-dir", save]
+    code, out = train(data_bin, *resume, check=False)
     assert code != 0
     assert f"ValueError: checkpoint {last} is truncated or corrupt" in out
     # The newest save (update 4) wrote checkpoint_1_4.pt, then copied it onto checkpoint_best.pt.
     intact = re.search(r"resume from the newest intact checkpoint with --restore-file (\S+)", out).group(1)
     assert intact in (str(save / "checkpoint_1_4.pt"), str(save / "checkpoint_best.pt"))
-    _, out = run([*train, "--restore-file", intact])  # the advice works
+    _, out = train(data_bin, *resume, "--restore-file", intact)  # the advice works
     assert "(epoch 1 @ 4 updates)" in out and updates_of(last) == 6
 
 
@@ -90,20 +87,15 @@ def test_a_checkpoint_saved_with_output_gate_keeps_its_gate(data_bin, tmp_path, 
     a checkpoint whose saved config says output_gate loads with that gate and scores the same."""
     from fairseq import checkpoint_utils
 
-    run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
-         "--max-update", "2", "--no-epoch-checkpoints", "--save-dir", tmp_path, *([] if gate else ["--no-output-gate"])])
+    train(data_bin, "--max-update", "2", "--no-epoch-checkpoints", "--save-dir", tmp_path,
+          *([] if gate else ["--no-output-gate"]))
     new, old = tmp_path / "checkpoint_last.pt", tmp_path / "old.pt"
     state = torch.load(new, map_location="cpu", weights_only=False)
     state["cfg"]["model"]["output_gate"] = not state["cfg"]["model"].pop("no_output_gate")
     torch.save(state, old)
     (model,), _ = checkpoint_utils.load_model_ensemble([str(old)], arg_overrides={"data": str(data_bin)})
     assert {layer.output_gate for layer in model.decoder.qrnn.layers} == {gate}
-
-    def result(path):  # fairseq-eval-lm's last "Loss (base 2): ..., Perplexity: ..."
-        _, out = run([fairseq_cli("fairseq-eval-lm"), data_bin, "--path", path, *EVAL])
-        return re.findall(r"Loss \(base 2\): \S+, Perplexity: \S+", out)[-1]
-
-    assert result(old) == result(new)
+    assert eval_result(eval_lm(data_bin, old, *EVAL)[1]) == eval_result(eval_lm(data_bin, new, *EVAL)[1])
 
 
 def _newest_first_file(save):
@@ -150,8 +142,7 @@ def _kill_during_copy(cmd, save, timeout=300):
 def test_sigkill_during_a_checkpoint_copy_leaves_checkpoint_last_whole(data_bin, tmp_path):
     save = tmp_path / "save"
     save.mkdir()
-    cmd = [fairseq_cli("fairseq-train"), str(data_bin), "--user-dir", PLUGIN, "--arch", "qrnn_lm",
-           *MODEL, *TRAIN, *BIG, "--save-dir", str(save)]
+    cmd = [fairseq_cli("fairseq-train"), *train_args(str(data_bin), *BIG, "--save-dir", str(save))]
     for _ in range(2):  # the second round resumes from the first one's checkpoint_last.pt
         assert _kill_during_copy(cmd, save), "never caught a copy onto checkpoint_last.pt under way"
         newest, _ = _newest_first_file(save)

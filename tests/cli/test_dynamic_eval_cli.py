@@ -5,26 +5,17 @@ import sys
 import pytest
 import torch
 
-from cli_setup import EVAL_RE, MODEL, TRAIN
-from conftest import PLUGIN, fairseq_cli, run
+from helpers import FREQSORTED, eval_lm, eval_result, train
 from fairseq_adasoft import tune
 from fairseq_adasoft.presets import DYNAMIC_EVAL
 
 pytestmark = pytest.mark.slow
 
-STATIC = ["--stateful-bptt", "--tokens-per-sample", str(DYNAMIC_EVAL["segment"])]  # the segments dynamic eval reads
-DYNAMIC = ["--stateful-bptt", "--dynamic-eval", "--dynamic-eval-lr", "0.001", "--dynamic-eval-decay", "0.01"]
+# The checkpoints are scored as trained (FREQSORTED), over the segments dynamic eval reads.
+STATIC = [*FREQSORTED, "--stateful-bptt", "--tokens-per-sample", str(DYNAMIC_EVAL["segment"])]
+DYNAMIC = [*FREQSORTED, "--stateful-bptt", "--dynamic-eval", "--dynamic-eval-lr", "0.001",
+           "--dynamic-eval-decay", "0.01"]
 CACHE = ["--neural-cache-size", "40", "--neural-cache-theta", "0.5", "--neural-cache-lambda", "0.3"]
-
-
-def evaluate(data_bin, checkpoint, *extra, subset="test", check=True):
-    return run([fairseq_cli("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", checkpoint,
-                "--task", "language_modeling_freqsorted", "--cpu", "--gen-subset", subset, *extra], check=check)
-
-
-def result(out) -> tuple:
-    """fairseq-eval-lm's (loss base 2, perplexity) line, as printed."""
-    return EVAL_RE.findall(out)[-1]
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +31,12 @@ def printed(data_bin, trained_checkpoint, kept_statistics):
     runs = {"static": STATIC, "dynamic": DYNAMIC + keep, "kept": DYNAMIC + keep, "cache": STATIC + CACHE,
             "both": DYNAMIC + CACHE, "frozen": DYNAMIC + ["--dynamic-eval-lr", "0", "--dynamic-eval-decay", "0"],
             "frozen_cache": DYNAMIC + ["--dynamic-eval-lr", "0"] + CACHE}
-    out = {name: evaluate(data_bin, trained_checkpoint, *flags)[1] for name, flags in runs.items()}
+    out = {name: eval_lm(data_bin, trained_checkpoint, *flags)[1] for name, flags in runs.items()}
     assert all(("--dynamic-eval: gradient statistics from" in text) == (name not in ("static", "cache", "kept"))
                for name, text in out.items())
     assert f"gradient statistics kept in {kept_statistics}" in out["dynamic"]
     assert f"gradient statistics read from {kept_statistics}" in out["kept"]
-    return {name: result(text) for name, text in out.items()}
+    return {name: eval_result(text) for name, text in out.items()}
 
 
 def test_kept_statistics_score_as_gathered_ones(printed):
@@ -56,12 +47,12 @@ def test_kept_statistics_of_other_settings_are_refused(data_bin, trained_checkpo
                                                         tmp_path):
     for flags, what in ((["--dynamic-eval-stats-tokens", "7"], "holds statistics of other weights or settings"),
                         (["--dynamic-eval-stats-file", str(tmp_path / "none" / "s.pt")], "does not exist")):
-        code, out = evaluate(data_bin, trained_checkpoint, *DYNAMIC, "--dynamic-eval-stats-file",
-                             str(kept_statistics), *flags, check=False)
+        code, out = eval_lm(data_bin, trained_checkpoint, *DYNAMIC, "--dynamic-eval-stats-file",
+                            str(kept_statistics), *flags, check=False)
         assert code != 0 and f"--dynamic-eval-stats-file" in out and what in out, out[-2000:]
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a torch file")
-    code, out = evaluate(data_bin, trained_checkpoint, *DYNAMIC, "--dynamic-eval-stats-file", str(broken), check=False)
+    code, out = eval_lm(data_bin, trained_checkpoint, *DYNAMIC, "--dynamic-eval-stats-file", str(broken), check=False)
     assert code != 0 and "is not a statistics file" in out and broken.read_bytes() == b"not a torch file"
 
 
@@ -86,20 +77,19 @@ def test_a_checkpoint_saved_before_dynamic_evaluation_existed(data_bin, trained_
         del model_cfg[key]
     old = tmp_path / "old.pt"
     torch.save(state, old)
-    _, out = evaluate(data_bin, old, *DYNAMIC)
-    assert result(out) == printed["dynamic"]
+    _, out = eval_lm(data_bin, old, *DYNAMIC)
+    assert eval_result(out) == printed["dynamic"]
 
 
 def test_refused_where_it_cannot_work(data_bin, trained_checkpoint, tmp_path):
-    code, out = run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL,
-                     *TRAIN, "--max-update", "2", "--save-dir", tmp_path / "t", "--stateful-bptt", "--dynamic-eval"],
-                    check=False)
+    code, out = train(data_bin, "--max-update", "2", "--save-dir", tmp_path / "t", "--stateful-bptt", "--dynamic-eval",
+                      check=False)
     assert code != 0 and "--dynamic-eval is an evaluation option" in out
-    code, out = evaluate(data_bin, trained_checkpoint, *DYNAMIC, "--softmax-batch", "4", check=False)
+    code, out = eval_lm(data_bin, trained_checkpoint, *DYNAMIC, "--softmax-batch", "4", check=False)
     assert code != 0 and "drop --softmax-batch" in out
-    code, out = evaluate(data_bin, trained_checkpoint, "--dynamic-eval", check=False)
+    code, out = eval_lm(data_bin, trained_checkpoint, *FREQSORTED, "--dynamic-eval", check=False)
     assert code != 0 and "--dynamic-eval adapts the model along contiguous streams" in out
-    code, out = evaluate(data_bin, trained_checkpoint, *DYNAMIC, "--dynamic-eval-stats-tokens", "0", check=False)
+    code, out = eval_lm(data_bin, trained_checkpoint, *DYNAMIC, "--dynamic-eval-stats-tokens", "0", check=False)
     assert code != 0 and "--dynamic-eval-stats-tokens must be >= 1" in out
 
 
@@ -109,10 +99,10 @@ def test_tuner_scores_as_eval_lm_does(data_bin, trained_checkpoint, tmp_path):
     (save / "checkpoint_best.pt").symlink_to(trained_checkpoint)
     model, batches = tune.load(str(data_bin), str(save / "checkpoint_best.pt"), "valid", 3, flags=["--dynamic-eval"])
     tuned = tune.tune_dynamic_eval(model, batches, 10 ** 9, lrs=(0.001,), decays=(0.01, 0.0))
-    _, out = evaluate(data_bin, trained_checkpoint, *DYNAMIC, "--batch-size", "3", subset="valid")
-    _, static = evaluate(data_bin, trained_checkpoint, *STATIC, "--batch-size", "3", subset="valid")
-    assert tuned["grid"][0]["perplexity"] == pytest.approx(2 ** float(result(out)[0]), rel=2e-4)
-    assert tuned["without_dynamic_eval"] == pytest.approx(2 ** float(result(static)[0]), rel=2e-4)
+    _, out = eval_lm(data_bin, trained_checkpoint, *DYNAMIC, "--batch-size", "3", subset="valid")
+    _, static = eval_lm(data_bin, trained_checkpoint, *STATIC, "--batch-size", "3", subset="valid")
+    assert tuned["grid"][0]["perplexity"] == pytest.approx(2 ** float(eval_result(out)[0]), rel=2e-4)
+    assert tuned["without_dynamic_eval"] == pytest.approx(2 ** float(eval_result(static)[0]), rel=2e-4)
     assert tuned["best"] in tuned["grid"] and len(tuned["grid"]) == 2
 
 

@@ -9,16 +9,17 @@ import sys
 import pytest
 import torch
 
-from cli_setup import EVAL_RE, MODEL, TRAIN, own_test_nll, train_losses
-from conftest import PLUGIN, ROOT, fairseq_cli, run
+from helpers import (FREQSORTED, PLUGIN, ROOT, eval_lm, eval_result, fairseq_cli, own_test_nll, run, torchrun, train,
+                     train_losses)
 
 pytestmark = pytest.mark.slow
+
+WHOLE_STREAM = ["--tokens-per-sample", "4096", "--batch-size", "1"]  # the test split in one block
 
 
 def test_preprocess_train_eval_lm(data_bin, tiny_corpus, tmp_path):
     save = tmp_path / "ckpt"
-    _, out = run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", "fairseq_adasoft",
-                  "--arch", "qrnn_lm", *MODEL, *TRAIN, "--max-update", "60", "--save-dir", save])
+    _, out = train(data_bin, "--max-update", "60", "--save-dir", save, user_dir="fairseq_adasoft")
     losses = train_losses(out)
     assert len(losses) == 12 and losses[-1] < losses[0] - 1.0, losses
     checkpoint = save / "checkpoint_last.pt"
@@ -30,10 +31,8 @@ def test_preprocess_train_eval_lm(data_bin, tiny_corpus, tmp_path):
         cwd=tmp_path, capture_output=True, text=True, check=True,
     ).stdout.strip()
     assert os.path.samefile(installed, PLUGIN)
-    _, out = run([fairseq_cli("fairseq-eval-lm"), data_bin, "--user-dir", installed,
-                  "--path", checkpoint, "--gen-subset", "test", "--tokens-per-sample", "4096",
-                  "--batch-size", "1", "--cpu"], cwd=tmp_path)
-    loss_base2, ppl = map(float, EVAL_RE.findall(out)[-1])
+    _, out = eval_lm(data_bin, checkpoint, *WHOLE_STREAM, user_dir=installed, cwd=tmp_path)
+    loss_base2, ppl = map(float, eval_result(out))
 
     nll, ntokens = own_test_nll(checkpoint, data_bin, tiny_corpus / "test.txt")
     assert f"Evaluated {ntokens:,} tokens" in out
@@ -55,12 +54,10 @@ def test_ddp_two_processes(data_bin, tmp_path, ddp_backend):
     """Two gloo processes train and save, under the default --ddp-backend
     (pytorch_ddp, without --find-unused-parameters) and the others."""
     save = tmp_path / "ckpt"
-    _, single = run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm",
-                     *MODEL, *TRAIN, "--max-update", "1", "--no-save"])
-    _, out = run([fairseq_cli("torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "fairseq_adasoft.launch", data_bin,
-                  "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
-                  "--distributed-backend", "gloo", "--max-update", "10", "--save-dir", save,
-                  *(["--ddp-backend", ddp_backend] if ddp_backend else [])])
+    _, single = train(data_bin, "--max-update", "1", "--no-save")
+    _, out = run(torchrun(["--standalone", "--nproc_per_node", "2"], data_bin,
+                          "--distributed-backend", "gloo", "--max-update", "10", "--save-dir", save,
+                          *(["--ddp-backend", ddp_backend] if ddp_backend else [])))
     assert "distributed init (rank 1)" in out and "distributed init (rank 0)" in out
     assert "find_unused_parameters': False" in out
     assert f"ddp_backend': '{ddp_backend or 'pytorch_ddp'}'" in out
@@ -74,8 +71,7 @@ def test_ddp_two_processes(data_bin, tmp_path, ddp_backend):
 
 
 def test_cli_reports_bad_input_with_the_fix(tmp_path):
-    code, out = run([fairseq_cli("fairseq-train"), tmp_path / "missing", "--user-dir", PLUGIN, "--arch", "qrnn_lm",
-                     *TRAIN, "--max-update", "1"], check=False)
+    code, out = train(tmp_path / "missing", "--max-update", "1", model=[], check=False)
     assert code != 0
     assert "ValueError: data directory" in out and "run fairseq-preprocess --only-source" in out
 
@@ -85,18 +81,16 @@ def test_resorted_dictionary_trains_and_evaluates_unchanged(data_bin, alphabetic
     fly), the model scores the test split identically through the remap and
     through data that fairseq-preprocess sorted itself."""
     save = tmp_path / "ckpt"
-    _, out = run([fairseq_cli("fairseq-train"), alphabetical_data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm",
-                  *MODEL, *TRAIN, "--max-update", "20", "--save-dir", save])
+    _, out = train(alphabetical_data_bin, "--max-update", "20", "--save-dir", save)
     assert "not in training-frequency order: re-sorted" in out
-    evaluate = [fairseq_cli("fairseq-eval-lm"), "--user-dir", PLUGIN, "--path", save / "checkpoint_last.pt",
-                "--gen-subset", "test", "--tokens-per-sample", "4096", "--batch-size", "1", "--cpu"]
+    checkpoint = save / "checkpoint_last.pt"
     perplexities = []
     for data in (alphabetical_data_bin, data_bin):
-        _, out = run([*evaluate, data, "--task", "language_modeling_freqsorted"])
-        perplexities.append(EVAL_RE.findall(out)[-1])
+        _, out = eval_lm(data, checkpoint, *WHOLE_STREAM, *FREQSORTED)
+        perplexities.append(eval_result(out))
     assert perplexities[0] == perplexities[1]
     # fairseq's own task would read the alphabetical ids as they are: refused, naming the fix.
-    code, out = run([*evaluate, alphabetical_data_bin], check=False)
+    code, out = eval_lm(alphabetical_data_bin, checkpoint, *WHOLE_STREAM, check=False)
     assert code != 0 and "pass --task language_modeling_freqsorted" in out
 
 
@@ -104,8 +98,7 @@ def test_plot_training_draws_both_figures_for_each_run(data_bin, tmp_path):
     logs = {}
     for name, extra in (("adaptive", []), ("full", ["--adaptive-softmax-cutoff", ""])):
         log = tmp_path / f"{name}.log"
-        run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
-             *extra, "--max-epoch", "2", "--max-update", "30", "--log-file", log, "--no-save"])
+        train(data_bin, *extra, "--max-epoch", "2", "--max-update", "30", "--log-file", log, "--no-save")
         logs[name] = log
     out = tmp_path / "curves.png"
     sys.path.insert(0, os.path.join(ROOT, "examples"))
@@ -131,11 +124,10 @@ def test_store_ema_averages_the_weights_and_they_evaluate(data_bin, tiny_corpus,
     and score like any checkpoint."""
     decay, start, last = 0.8, 10, 20
     save = tmp_path / "ckpt"
-    run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
-         "--batch-size", "2",  # an epoch of ~70 updates: no epoch end among those read back
-         "--max-update", str(last), "--store-ema", "--ema-decay", str(decay), "--ema-start-update", str(start),
-         "--save-interval-updates", "1", "--keep-interval-updates", "-1", "--no-epoch-checkpoints",
-         "--save-dir", save])
+    train(data_bin, "--batch-size", "2",  # an epoch of ~70 updates: no epoch end among those read back
+          "--max-update", str(last), "--store-ema", "--ema-decay", str(decay), "--ema-start-update", str(start),
+          "--save-interval-updates", "1", "--keep-interval-updates", "-1", "--no-epoch-checkpoints",
+          "--save-dir", save)
 
     def weights(path):
         return torch.load(path, map_location="cpu", weights_only=False)["model"]
@@ -158,9 +150,8 @@ def test_store_ema_averages_the_weights_and_they_evaluate(data_bin, tiny_corpus,
     from fairseq.checkpoint_utils import save_ema_as_checkpoint
 
     save_ema_as_checkpoint(str(save / "checkpoint_last.pt"), str(tmp_path / "ema.pt"))  # fairseq needs str
-    _, out = run([fairseq_cli("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", tmp_path / "ema.pt",
-                  "--gen-subset", "test", "--tokens-per-sample", "4096", "--batch-size", "1", "--cpu"])
-    loss_base2, _ = map(float, EVAL_RE.findall(out)[-1])
+    _, out = eval_lm(data_bin, tmp_path / "ema.pt", *WHOLE_STREAM)
+    loss_base2, _ = map(float, eval_result(out))
     ema_nll, _ = own_test_nll(tmp_path / "ema.pt", data_bin, tiny_corpus / "test.txt")
     assert math.exp(ema_nll) == pytest.approx(2 ** loss_base2, rel=1e-4)
     assert ema_nll != own_test_nll(save / "checkpoint_last.pt", data_bin, tiny_corpus / "test.txt")[0]

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_setup import EVAL_RE, MODEL, TRAIN, own_test_nll, train_losses
-from conftest import PLUGIN, fairseq_cli, run
+from helpers import FREQSORTED, PLUGIN, eval_lm, eval_result, fairseq_cli, own_test_nll, run, train, train_losses
 import fairseq_adasoft  # noqa: F401  (installs the numpy shim, registers the task)
 from fairseq_adasoft import average_checkpoints
 from fairseq_adasoft.models.qrnn_lm import QRNNLanguageModel
@@ -24,8 +23,7 @@ UPDATE_CHECKPOINTS = ["checkpoint_2_30.pt", "checkpoint_2_20.pt", "checkpoint_1_
 def save_dir(data_bin, tmp_path_factory):
     """One tiny run, with a checkpoint every 10 updates (the averaging tests' inputs)."""
     save = tmp_path_factory.mktemp("fairseq-tools")
-    run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
-         "--max-update", "30", "--save-interval-updates", "10", "--save-dir", save])
+    train(data_bin, "--max-update", "30", "--save-interval-updates", "10", "--save-dir", save)
     assert all((save / name).exists() for name in UPDATE_CHECKPOINTS)
     return save
 
@@ -99,7 +97,7 @@ def test_interactive_continues_each_line_like_the_hub(lm, save_dir, data_bin, tm
     prefixes = ["w000 w001", "w005"]
     (tmp_path / "prefixes.txt").write_text("\n".join(prefixes) + "\n")
     _, out = run([fairseq_cli("fairseq-interactive"), data_bin, "--user-dir", PLUGIN,
-                  "--task", "language_modeling_freqsorted", "--path", save_dir / "checkpoint_last.pt", "--cpu",
+                  *FREQSORTED, "--path", save_dir / "checkpoint_last.pt", "--cpu",
                   "--beam", "1", "--min-len", "6", "--max-len-b", "6", "--input", tmp_path / "prefixes.txt"])
     hypotheses = [line.split("\t") for line in out.splitlines() if line.startswith("H-")]
     assert len(hypotheses) == 2
@@ -111,8 +109,7 @@ def test_interactive_continues_each_line_like_the_hub(lm, save_dir, data_bin, tm
 
 def test_train_with_sample_break_mode_eos(data_bin, tmp_path):
     save = tmp_path / "eos"
-    _, out = run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
-                  "--sample-break-mode", "eos", "--max-update", "20", "--save-dir", save])
+    _, out = train(data_bin, "--sample-break-mode", "eos", "--max-update", "20", "--save-dir", save)
     losses = train_losses(out)
     assert len(losses) == 4 and all(map(math.isfinite, losses)) and losses[-1] < losses[0], losses
     state = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
@@ -136,9 +133,8 @@ def test_average_is_the_mean_and_evaluates(save_dir, data_bin, tiny_corpus, tmp_
             assert torch.equal(value, newest[0]["model"][key]), key
     assert avg["cfg"] == newest[0]["cfg"] and avg["task_state"] == newest[0]["task_state"]
 
-    _, out = run([fairseq_cli("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", averaged,
-                  "--gen-subset", "test", "--tokens-per-sample", "4096", "--batch-size", "1", "--cpu"])
-    loss_base2, _ = map(float, EVAL_RE.findall(out)[-1])
+    _, out = eval_lm(data_bin, averaged, "--tokens-per-sample", "4096", "--batch-size", "1")
+    loss_base2, _ = map(float, eval_result(out))
     nll, ntokens = own_test_nll(averaged, data_bin, tiny_corpus / "test.txt")
     assert f"Evaluated {ntokens:,} tokens" in out
     assert math.exp(nll) == pytest.approx(2 ** loss_base2, rel=1e-4)

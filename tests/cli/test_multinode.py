@@ -6,8 +6,7 @@ import subprocess
 
 import pytest
 
-from cli_setup import MODEL, TRAIN, train_losses
-from conftest import PLUGIN, ROOT, fairseq_cli, run
+from helpers import ROOT, run, torchrun, train_losses
 
 
 def free_port():
@@ -17,9 +16,8 @@ def free_port():
 
 
 def launch(torchrun_args, data_bin, save):
-    return [fairseq_cli("torchrun"), *torchrun_args, "-m", "fairseq_adasoft.launch", str(data_bin),
-            "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
-            "--distributed-backend", "gloo", "--max-update", "10", "--save-dir", str(save)]
+    return torchrun(torchrun_args, str(data_bin), "--distributed-backend", "gloo", "--max-update", "10",
+                    "--save-dir", str(save))
 
 
 @pytest.mark.slow

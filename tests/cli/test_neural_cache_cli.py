@@ -7,8 +7,7 @@ import sys
 import pytest
 import torch
 
-from cli_setup import EVAL_RE, MODEL, TRAIN
-from conftest import PLUGIN, fairseq_cli, run
+from helpers import FREQSORTED, eval_lm, eval_result, load_stream, train
 from fairseq_adasoft import tune
 from fairseq_adasoft.modules import NeuralCache
 from references import plain_cache_probs
@@ -16,6 +15,7 @@ from references import plain_cache_probs
 pytestmark = pytest.mark.slow
 
 SIZE, THETA, LAMBDA = 40, 0.5, 0.3
+SCORE = [*FREQSORTED, "--tokens-per-sample", "16"]  # the checkpoint scored as trained
 CACHE = ["--neural-cache-size", str(SIZE), "--neural-cache-theta", str(THETA), "--neural-cache-lambda", str(LAMBDA)]
 
 
@@ -24,27 +24,14 @@ def checkpoint(trained_checkpoint):
     return trained_checkpoint
 
 
-def evaluate(data_bin, checkpoint, *extra, check=True):
-    return run([fairseq_cli("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", checkpoint,
-                "--task", "language_modeling_freqsorted", "--cpu", "--tokens-per-sample", "16", *extra],
-               check=check)
-
-
 def loss_base2(out):
-    return float(EVAL_RE.findall(out)[-1][0])
+    return float(eval_result(out)[0])
 
 
 def formula_nll(checkpoint, data_bin, corpus_file):
     """Mean nll of the test stream with the cache, from one forward over the
     whole stream and the per-position formula (plain_cache_probs)."""
-    from fairseq import checkpoint_utils
-
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-        [str(checkpoint)], arg_overrides={"data": str(data_bin)})
-    model, d = models[0].eval(), task.dictionary
-    stream = torch.cat([d.encode_line(line, add_if_not_exist=False, append_eos=True).long()
-                        for line in open(corpus_file).read().splitlines()])
-    source = torch.cat([stream.new_tensor([d.eos()]), stream[:-1]]).unsqueeze(0)  # 1 x N
+    model, d, stream, source = load_stream(checkpoint, data_bin, corpus_file)
     with torch.no_grad():
         features, extra = model(source, features_only=True)  # 1 x N x C
         model_p = model.get_normalized_probs((features, extra), log_probs=True)[0].double().exp()  # N x V
@@ -55,11 +42,11 @@ def formula_nll(checkpoint, data_bin, corpus_file):
 
 
 def test_eval_lm_with_the_cache_equals_the_formula_over_the_whole_stream(data_bin, tiny_corpus, checkpoint):
-    _, out = evaluate(data_bin, checkpoint, "--gen-subset", "test", "--stateful-bptt", *CACHE)
+    _, out = eval_lm(data_bin, checkpoint, *SCORE, "--stateful-bptt", *CACHE)
     expected = formula_nll(checkpoint, data_bin, tiny_corpus / "test.txt")
     assert loss_base2(out) * math.log(2) == pytest.approx(expected, abs=2e-4)
     # The Markov corpus repeats its successors: remembering them helps.
-    _, plain = evaluate(data_bin, checkpoint, "--gen-subset", "test", "--stateful-bptt")
+    _, plain = eval_lm(data_bin, checkpoint, *SCORE, "--stateful-bptt")
     assert loss_base2(out) < loss_base2(plain)
 
 
@@ -68,8 +55,8 @@ def test_tuner_scores_as_eval_lm_does(data_bin, checkpoint):
     pad = model.decoder.dictionary.pad()
     split = tune.read_split(model, batches(), pad)
     result = tune.tune_cache(split, pad, sizes=(SIZE,), thetas=(THETA,), lambdas=(LAMBDA, 0.1))
-    _, out = evaluate(data_bin, checkpoint, "--gen-subset", "valid", "--stateful-bptt", "--batch-size", "3", *CACHE)
-    _, plain = evaluate(data_bin, checkpoint, "--gen-subset", "valid", "--stateful-bptt", "--batch-size", "3")
+    _, out = eval_lm(data_bin, checkpoint, *SCORE, "--stateful-bptt", "--batch-size", "3", *CACHE, subset="valid")
+    _, plain = eval_lm(data_bin, checkpoint, *SCORE, "--stateful-bptt", "--batch-size", "3", subset="valid")
     assert result["grid"][0] == {"size": SIZE, "theta": THETA, "lambda": LAMBDA, "perplexity": pytest.approx(
         2 ** loss_base2(out), rel=2e-4)}
     assert result["without_cache"] == pytest.approx(2 ** loss_base2(plain), rel=2e-4)
@@ -77,13 +64,12 @@ def test_tuner_scores_as_eval_lm_does(data_bin, checkpoint):
 
 
 def test_cache_is_refused_where_it_cannot_work(data_bin, checkpoint, tmp_path):
-    code, out = run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL,
-                     *TRAIN, "--max-update", "2", "--save-dir", tmp_path / "t", *CACHE], check=False)
+    code, out = train(data_bin, "--max-update", "2", "--save-dir", tmp_path / "t", *CACHE, check=False)
     assert code != 0 and "--neural-cache-size is an evaluation option" in out
-    code, out = evaluate(data_bin, checkpoint, "--gen-subset", "test", "--softmax-batch", "4", *CACHE, check=False)
+    code, out = eval_lm(data_bin, checkpoint, *SCORE, "--softmax-batch", "4", *CACHE, check=False)
     assert code != 0 and "drop fairseq-eval-lm's --softmax-batch" in out
-    code, out = evaluate(data_bin, checkpoint, "--gen-subset", "test", "--neural-cache-lambda", "1.5",
-                         "--neural-cache-size", "10", check=False)
+    code, out = eval_lm(data_bin, checkpoint, *SCORE, "--neural-cache-lambda", "1.5", "--neural-cache-size", "10",
+                        check=False)
     assert code != 0 and "--neural-cache-lambda must be in (0, 1)" in out
 
 

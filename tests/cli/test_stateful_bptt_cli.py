@@ -6,8 +6,7 @@ import math
 import pytest
 import torch
 
-from cli_setup import EVAL_RE, MODEL, TRAIN, own_test_nll, train_losses
-from conftest import PLUGIN, fairseq_cli, run
+from helpers import FREQSORTED, eval_lm, eval_result, own_test_nll, run, torchrun, train, train_losses
 
 pytestmark = pytest.mark.slow
 
@@ -16,15 +15,13 @@ STATEFUL = ["--stateful-bptt", "--batch-size", "4", "--tokens-per-sample", "16",
             "--lr-scheduler", "fixed"]
 
 
-def train(data_bin, save, max_update, *extra):
-    _, out = run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm",
-                  *MODEL, *TRAIN, *STATEFUL, "--max-update", str(max_update), "--save-dir", save, *extra])
-    return out
+def train_stateful(data_bin, save, max_update, *extra):
+    return train(data_bin, *STATEFUL, "--max-update", str(max_update), "--save-dir", save, *extra)[1]
 
 
 def test_resume_mid_epoch_continues_the_streams_exactly(data_bin, tmp_path):
-    straight = train_losses(train(data_bin, tmp_path / "straight", 8))
-    train(data_bin, tmp_path / "resumed", 4)  # "killed" after 4 updates, mid-epoch
+    straight = train_losses(train_stateful(data_bin, tmp_path / "straight", 8))
+    train_stateful(data_bin, tmp_path / "resumed", 4)  # "killed" after 4 updates, mid-epoch
     checkpoint = tmp_path / "resumed" / "checkpoint_last.pt"
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     assert state["extra_state"]["train_iterator"]["iterations_in_epoch"] == 4
@@ -35,9 +32,9 @@ def test_resume_mid_epoch_continues_the_streams_exactly(data_bin, tmp_path):
     stateless.mkdir()
     state["model"] = {k: v for k, v in state["model"].items() if ".carried." not in k}
     torch.save(state, stateless / "checkpoint_last.pt")
-    without_state = train_losses(train(data_bin, stateless, 8))
+    without_state = train_losses(train_stateful(data_bin, stateless, 8))
 
-    resumed = train_losses(train(data_bin, tmp_path / "resumed", 8))
+    resumed = train_losses(train_stateful(data_bin, tmp_path / "resumed", 8))
     assert len(straight) == 8 and len(resumed) == 4
     assert resumed == straight[4:]
     assert without_state[0] != straight[4]
@@ -45,10 +42,9 @@ def test_resume_mid_epoch_continues_the_streams_exactly(data_bin, tmp_path):
 
 def test_ddp_streams_train_and_checkpoint_every_rank_state(data_bin, tmp_path):
     save = tmp_path / "ckpt"
-    _, out = run([fairseq_cli("torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "fairseq_adasoft.launch", data_bin,
-                  "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN, *STATEFUL, "--batch-size", "2",
-                  "--distributed-backend", "gloo", "--max-epoch", "1", "--save-dir", save])
-    single = train(data_bin, tmp_path / "single", 1)
+    _, out = run(torchrun(["--standalone", "--nproc_per_node", "2"], data_bin, *STATEFUL, "--batch-size", "2",
+                          "--distributed-backend", "gloo", "--max-epoch", "1", "--save-dir", save))
+    single = train_stateful(data_bin, tmp_path / "single", 1)
     batches = lambda log: int(next(l for l in log.splitlines() if "grouped total_num_itrs" in l).split()[-1])  # noqa: E731
     # 2 ranks x 2 streams cover the epoch in as many windows as 1 rank x 4 streams.
     assert batches(out) == batches(single)
@@ -63,17 +59,15 @@ def test_ddp_streams_train_and_checkpoint_every_rank_state(data_bin, tmp_path):
 
 def test_eval_lm_classic_protocol_scores_every_token_with_the_whole_history(data_bin, tiny_corpus, trained_checkpoint):
     checkpoint = trained_checkpoint
-    evaluate = [fairseq_cli("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", checkpoint,
-                "--task", "language_modeling_freqsorted", "--gen-subset", "test", "--cpu",
-                "--tokens-per-sample", "16"]
-    _, out = run([*evaluate, "--stateful-bptt"])  # one stream, as awd-lstm-lm's test batch size 1
-    loss_base2, _ = map(float, EVAL_RE.findall(out)[-1])
+    score = [*FREQSORTED, "--tokens-per-sample", "16"]
+    _, out = eval_lm(data_bin, checkpoint, *score, "--stateful-bptt")  # one stream, as awd-lstm-lm's test batch size 1
+    loss_base2, _ = map(float, eval_result(out))
     nll, ntokens = own_test_nll(checkpoint, data_bin, tiny_corpus / "test.txt")  # one forward over all
     assert f"Evaluated {ntokens:,} tokens" in out
     assert 2 ** loss_base2 == pytest.approx(math.exp(nll), rel=1e-4)
 
     # Several streams cover the same tokens; independent 16-token blocks see less context.
-    _, streams = run([*evaluate, "--stateful-bptt", "--batch-size", "3"])
+    _, streams = eval_lm(data_bin, checkpoint, *score, "--stateful-bptt", "--batch-size", "3")
     assert f"Evaluated {ntokens:,} tokens" in streams
-    _, blocks = run([*evaluate, "--batch-size", "3"])
-    assert float(EVAL_RE.findall(blocks)[-1][0]) > loss_base2
+    _, blocks = eval_lm(data_bin, checkpoint, *score, "--batch-size", "3")
+    assert float(eval_result(blocks)[0]) > loss_base2

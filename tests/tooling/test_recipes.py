@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from conftest import ROOT, run
+from helpers import ROOT, run
 from fairseq_adasoft.logs import json_records
 
 PREPARE = os.path.join(ROOT, "recipes", "wikitext2", "prepare.sh")
@@ -126,7 +126,7 @@ def test_sentencepiece_recipe_trains_through_the_resort(tiny_corpus, tmp_path):
            "DATA_BIN": str(tmp_path / "bin"), "SAVE_DIR": str(tmp_path / "ckpt"),
            "QUICK": "1", "MAX_UPDATE": "3", "BATCH_SIZE": "4", "TOKENS_PER_SAMPLE": "16"}
     # Extra arguments go on to fairseq-train; no data-loading threads in a 3-update run
-    # (see TRAIN in cli_setup.py).
+    # (see TRAIN in helpers.py).
     _, out = run(["bash", os.path.join(ROOT, "recipes", "wikitext2", "spm.sh"),
                   "--num-workers", "0", "--data-buffer-size", "0"], env=env)
     assert "not in training-frequency order: re-sorted" in out

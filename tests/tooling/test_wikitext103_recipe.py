@@ -11,14 +11,14 @@ import zipfile
 import pytest
 import torch
 
-from conftest import ROOT, make_corpus, run
+from helpers import ROOT, make_corpus, run, small_model
 
 pytestmark = pytest.mark.slow
 
 RECIPE = os.path.join(ROOT, "recipes", "wikitext103")
 VOCAB = 5000  # word types in the generator; the 1,500 training lines use a few thousand
-SMALL = ["--embed-dim", "32", "--hidden-size", "48", "--num-layers", "2", "--adaptive-softmax-cutoff", "0.05,0.2",
-         "--num-workers", "0", "--data-buffer-size", "0"]
+SMALL = [*small_model(dropout=None), "--adaptive-softmax-cutoff", "0.05,0.2", "--num-workers", "0",
+         "--data-buffer-size", "0"]
 
 
 def official_layout_archive(tmp_path):
@@ -62,5 +62,5 @@ def test_wikitext103_recipe_runs_end_to_end_from_a_local_archive(tmp_path):
     assert cfg["hidden_size"] == 48 and cfg["adaptive_input_factor"] == cfg["adaptive_softmax_div_value"] == 4
     assert any(k.startswith("decoder.embed_tokens.embeddings.2") for k in state["model"])
 
-    # Prepared data is not prepared again (train.sh's and eval.sh's skips: tests/test_recipes.py).
+    # Prepared data is not prepared again (train.sh's and eval.sh's skips: tests/tooling/test_recipes.py).
     assert "already prepared" in run(["bash", os.path.join(RECIPE, "prepare.sh")], env=env)[1]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fairseq_adasoft.modules import AdaptiveInput, AdaptiveSoftmax, embedding_dropout
-from fairseq_setup import SMALL_MODEL, build
+from helpers import SMALL_MODEL, build
 from references import adaptive_input_reference
 
 V, D, CUTOFFS = 50, 16, [10, 30]

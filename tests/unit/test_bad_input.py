@@ -7,8 +7,7 @@ import subprocess
 import pytest
 from fairseq.data import indexed_dataset
 
-from conftest import PLUGIN, fairseq_cli
-from fairseq_setup import SMALL_MODEL, build
+from helpers import PLUGIN, SMALL_MODEL, build, fairseq_cli
 
 MODEL_FLAGS = {
     "--hidden-size 0": (["--hidden-size", "0"], "--hidden-size must be >= 1, got 0"),

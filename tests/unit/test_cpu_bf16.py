@@ -10,7 +10,7 @@ import torch
 
 from fairseq_adasoft.models import qrnn_decoder
 from fairseq_adasoft.hardware import cpu_has_native_bf16
-from fairseq_setup import SMALL_MODEL, build
+from helpers import SMALL_MODEL, build
 from test_fairseq_components import ADAPTIVE, batch
 
 

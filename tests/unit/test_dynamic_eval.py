@@ -11,7 +11,7 @@ from torch import nn
 from fairseq_adasoft.modules import DynamicEvaluation, GradientStatistics, NeuralCache
 from fairseq_adasoft.modules.dynamic_eval import EPSILON
 from fairseq_adasoft.modules.sparse_rows import weight_rows
-from fairseq_setup import SMALL_MODEL, build
+from helpers import SMALL_MODEL, build
 from references import dynamic_eval_update
 
 LR, DECAY = 0.0005, 0.02

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairseq_setup import SMALL_MODEL, build
+from helpers import SMALL_MODEL, build, make_corpus, preprocess
 
 ADAPTIVE = SMALL_MODEL + ["--adaptive-softmax-cutoff", "20,60"]
 
@@ -131,10 +131,7 @@ def test_empty_training_split_is_a_clear_error(data_bin, tmp_path):
     empty.mkdir()
     shutil.copy(data_bin / "dict.txt", empty / "dict.txt")
     (tmp_path / "empty.txt").write_text("")
-    from conftest import fairseq_cli, run
-
-    run([fairseq_cli("fairseq-preprocess"), "--only-source", "--srcdict", empty / "dict.txt",
-         "--trainpref", tmp_path / "empty.txt", "--destdir", empty, "--workers", "1"])
+    preprocess(empty, tmp_path / "empty.txt", "--srcdict", empty / "dict.txt")
     with pytest.raises(ValueError, match="is empty: give fairseq-preprocess a non-empty --trainpref"):
         build(empty, *SMALL_MODEL)
 
@@ -287,11 +284,8 @@ def test_model_checks_the_word_order_it_was_trained_with(data_bin):
 
 
 def test_auto_cutoffs_through_the_task(tmp_path, data_bin):
-    from conftest import fairseq_cli, make_corpus, run
-
     make_corpus(tmp_path / "train.txt", 3000, seed=5, vocab=600)
-    run([fairseq_cli("fairseq-preprocess"), "--only-source", "--trainpref", tmp_path / "train.txt",
-         "--destdir", tmp_path / "bin", "--workers", "1"])
+    preprocess(tmp_path / "bin", tmp_path / "train.txt")
     auto = [*SMALL_MODEL, "--adaptive-softmax-cutoff", "auto"]
     task, model, _ = build(tmp_path / "bin", *auto, "--adaptive-softmax-div-value", "2")
     cutoffs = model.decoder.adaptive_softmax.cutoffs
@@ -303,12 +297,9 @@ def test_auto_cutoffs_through_the_task(tmp_path, data_bin):
 
 
 def test_dictionary_missing_the_training_words_is_refused(tiny_corpus, data_bin, tmp_path):
-    from conftest import fairseq_cli, run
-
     half = (data_bin / "dict.txt").read_text().splitlines()[:30]  # the 30 most frequent words only
     (tmp_path / "dict.txt").write_text("\n".join(half) + "\n")
-    run([fairseq_cli("fairseq-preprocess"), "--only-source", "--srcdict", tmp_path / "dict.txt",
-         "--trainpref", tiny_corpus / "train.txt", "--destdir", tmp_path / "bin", "--workers", "1"])
+    preprocess(tmp_path / "bin", tiny_corpus / "train.txt", "--srcdict", tmp_path / "dict.txt")
     with pytest.raises(ValueError, match=r"% of the training tokens .* are <unk>: the dictionary lacks"):
         build(tmp_path / "bin", *SMALL_MODEL)
     build(tmp_path / "bin", *SMALL_MODEL, "--max-unk-share", "0.9")  # deliberately allowed

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fairseq_setup import SMALL_MODEL, build
+from helpers import SMALL_MODEL, build
 from references import target_positions
 
 NO_DROPOUT = ["--dropout", "0", "--dropout-input", "0", "--dropout-hidden", "0",

@@ -11,10 +11,8 @@ from fairseq.dataclass.configs import GenerationConfig
 from fairseq.sequence_scorer import SequenceScorer
 from torch.profiler import ProfilerActivity, profile
 
-from cli_setup import MODEL, TRAIN
-from conftest import PLUGIN, fairseq_cli, run
+from helpers import FREQSORTED, SMALL_MODEL, build, eval_lm, load_stream, preprocess, train
 from fairseq_adasoft.modules import AdaptiveSoftmax, LazyLogProbs, NeuralCache
-from fairseq_setup import SMALL_MODEL, build
 
 V, D, CUTOFFS = 200, 12, [20, 60, 120]
 BOUNDARY_IDS = [0, 1, 19, 20, 59, 60, 119, 120, V - 1]  # 1 is fairseq's pad
@@ -184,8 +182,7 @@ def big_vocabulary(tmp_path_factory):
     (d / "train.txt").write_text(lines(torch.cat([torch.arange(BIG_V), torch.multinomial(zipf, 3 * BIG_V, True, generator=g)])))
     (d / "test.txt").write_text(lines(torch.multinomial(zipf, 2000, True, generator=g)))
     dest = d / "bin"
-    run([fairseq_cli("fairseq-preprocess"), "--only-source", "--trainpref", d / "train.txt",
-         "--validpref", d / "test.txt", "--testpref", d / "test.txt", "--destdir", dest, "--workers", "1"])
+    preprocess(dest, d / "train.txt", validpref=d / "test.txt", testpref=d / "test.txt")
     return dest
 
 
@@ -215,12 +212,10 @@ def test_scoring_builds_only_the_head_and_the_needed_tail_rows(big_vocabulary):
 def test_eval_lm_word_probs_equal_the_full_distribution(data_bin, tiny_corpus, tmp_path):
     """fairseq-eval-lm --output-word-probs, one stream carried across batches that
     --softmax-batch splits, against the whole stream's full distribution."""
-    run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
-         "--max-update", "5", "--save-dir", tmp_path, "--no-epoch-checkpoints"])
+    train(data_bin, "--max-update", "5", "--save-dir", tmp_path, "--no-epoch-checkpoints")
     checkpoint = tmp_path / "checkpoint_last.pt"
-    _, out = run([fairseq_cli("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", checkpoint,
-                  "--task", "language_modeling_freqsorted", "--cpu", "--gen-subset", "test", "--stateful-bptt",
-                  "--tokens-per-sample", "16", "--batch-size", "1", "--softmax-batch", "5", "--output-word-probs"])
+    _, out = eval_lm(data_bin, checkpoint, *FREQSORTED, "--stateful-bptt", "--tokens-per-sample", "16",
+                     "--batch-size", "1", "--softmax-batch", "5", "--output-word-probs")
     printed = [float(p) for line in out.splitlines() if re.search(r"fairseq_cli\.eval_lm(:| \| )\d+ ", line)
                for p in re.findall(r"\S+ \[(-?\d+\.\d+)\]", line)]
     _, tokens = own_test_nll_per_token(checkpoint, data_bin, tiny_corpus / "test.txt")
@@ -230,13 +225,6 @@ def test_eval_lm_word_probs_equal_the_full_distribution(data_bin, tiny_corpus, t
 
 def own_test_nll_per_token(checkpoint, data_bin, corpus_file):
     """log p of every test token from one forward over the whole stream and the full distribution."""
-    from fairseq import checkpoint_utils
-
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)],
-                                                                    arg_overrides={"data": str(data_bin)})
-    d = task.dictionary
-    stream = torch.cat([d.encode_line(line, add_if_not_exist=False, append_eos=True).long()
-                        for line in open(corpus_file).read().splitlines()])
-    source = torch.cat([stream.new_tensor([d.eos()]), stream[:-1]]).unsqueeze(0)  # 1 x N
+    model, _, stream, source = load_stream(checkpoint, data_bin, corpus_file)
     sample = {"net_input": {"src_tokens": source}, "target": stream.unsqueeze(0)}
-    return stream, full_scores(models[0].eval(), sample)[0]
+    return stream, full_scores(model, sample)[0]

@@ -14,8 +14,7 @@ from fairseq.optim.lr_scheduler.polynomial_decay_schedule import (
     PolynomialDecayLRScheduleConfig,
 )
 
-from cli_setup import MODEL, TRAIN, train_interval_values
-from conftest import PLUGIN, fairseq_cli, run
+from helpers import TRAIN, train, train_interval_values
 from fairseq_adasoft.lr_schedulers.timed_polynomial_decay import (
     TimedPolynomialDecayConfig,
     TimedPolynomialDecaySchedule,
@@ -130,8 +129,7 @@ def test_ddp_ranks_follow_rank_0s_clock(tmp_path):
 def test_fairseq_train_decays_over_stop_time_hours_and_resumes_the_clock(data_bin, tmp_path):
     budget_s = 30.0
     save = tmp_path / "ckpt"
-    timed_flags = ["--user-dir", PLUGIN, "--arch", "qrnn_lm", *MODEL, *TRAIN,
-                   "--lr-scheduler", "timed_polynomial_decay", "--end-learning-rate", "0",
+    timed_flags = ["--lr-scheduler", "timed_polynomial_decay", "--end-learning-rate", "0",
                    "--log-interval", "1", "--save-dir", save, "--no-epoch-checkpoints"]
     lr = float(TRAIN[TRAIN.index("--lr") + 1])
     # The schedule's clock starts when fairseq builds the optimizer, after the guard's
@@ -145,7 +143,7 @@ def test_fairseq_train_decays_over_stop_time_hours_and_resumes_the_clock(data_bi
         elapsed = state["optimizer_history"][-1]["lr_scheduler_state"]["elapsed_s"]
         return elapsed, state["extra_state"]["previous_training_time"]  # fairseq's own training clock
 
-    _, out = run([fairseq_cli("fairseq-train"), data_bin, *timed_flags, "--stop-time-hours", str(budget_s / 3600)])
+    _, out = train(data_bin, *timed_flags, "--stop-time-hours", str(budget_s / 3600))
     lrs = train_interval_values(out, "lr")
     assert lrs[0] == pytest.approx(lr, rel=0.05)  # fairseq logs each update's lr after the update
     assert all(b <= a for a, b in zip(lrs, lrs[1:]))
@@ -155,7 +153,7 @@ def test_fairseq_train_decays_over_stop_time_hours_and_resumes_the_clock(data_bi
 
     # Resumed with a budget half as long again: the clock goes on from the
     # checkpoint, so the learning rate carries on from there, not from the peak.
-    _, out = run([fairseq_cli("fairseq-train"), data_bin, *timed_flags, "--stop-time-hours", str(1.5 * budget_s / 3600)])
+    _, out = train(data_bin, *timed_flags, "--stop-time-hours", str(1.5 * budget_s / 3600))
     resumed = train_interval_values(out, "lr")
     assert resumed[0] == pytest.approx(lr * (1 - elapsed / (1.5 * budget_s)), abs=step_tolerance)
     assert all(b <= a for a, b in zip(resumed, resumed[1:]))

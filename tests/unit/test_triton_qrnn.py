@@ -13,7 +13,7 @@ pytest.importorskip("triton")
 from fairseq_adasoft.modules import QRNN, QRNNLayer  # noqa: E402
 from fairseq_adasoft.modules import triton_qrnn  # noqa: E402
 from fairseq_adasoft.modules.triton_qrnn import fused_pooling  # noqa: E402
-from fairseq_setup import SMALL_MODEL, build  # noqa: E402
+from helpers import SMALL_MODEL, build  # noqa: E402
 from references import forget_mult_reference  # noqa: E402
 
 if not triton_qrnn.INTERPRETED:

@@ -4,14 +4,12 @@ last batch that is not a multiple of --required-batch-size-multiple)."""
 
 import numpy as np
 import pytest
-from fairseq import options, tasks
+from fairseq import tasks
 from fairseq.data import data_utils
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.trainer import Trainer
 
 import fairseq_adasoft  # noqa: F401  (registers the components)
-from conftest import PLUGIN
-from fairseq_setup import SMALL_MODEL
+from helpers import SMALL_MODEL, training_config
 
 # 506 valid tokens in blocks of 20: 26 blocks, not a multiple of 8 (nor of 4).
 TOKENS_PER_SAMPLE = ["--tokens-per-sample", "20"]
@@ -27,11 +25,8 @@ BATCHING = {
 
 def trainer_for(data, *extra):
     """fairseq-train's task, model, criterion and Trainer, built in-process."""
-    args = options.parse_args_and_arch(options.get_training_parser(), input_args=[
-        str(data), "--user-dir", PLUGIN, "--task", "language_modeling_freqsorted", "--arch", "qrnn_lm",
-        "--criterion", "adaptive_softmax", "--cpu", "--optimizer", "adam", "--lr", "1e-3", "--num-workers", "0",
-        *SMALL_MODEL, *TOKENS_PER_SAMPLE, *map(str, extra)])
-    cfg = convert_namespace_to_omegaconf(args)
+    cfg = training_config(data, "--optimizer", "adam", "--lr", "1e-3", "--num-workers", "0",
+                          *SMALL_MODEL, *TOKENS_PER_SAMPLE, *extra)
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
     return task, Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
