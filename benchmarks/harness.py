@@ -1,11 +1,7 @@
-"""The one harness every benchmark uses (after xformers' benchmark_main_helper).
-
-A benchmark declares CASES (the parameters of each measurement), ``measure(**params)``
-for one case ({metric: value}), optionally ``goals(cases)`` (which may add derived
-metrics, then judges with ``goal``) and SECTIONS (how benchmarks.report shows its
-files); ``main`` runs the cases in rounds and writes one results file in the schema
-of fairseq_adasoft.provenance.
-"""
+"""The one harness every benchmark uses (after xformers' benchmark_main_helper). A benchmark declares CASES (each
+measurement's params), ``measure(**params)`` -> {metric: value} for one case, optionally ``goals(cases)`` (adds derived
+metrics, then judges with ``goal``) and SECTIONS (how benchmarks.report shows its files); ``main`` runs the cases in
+rounds and writes one results file in fairseq_adasoft.provenance's schema."""
 
 import argparse
 import json
@@ -20,7 +16,7 @@ from fairseq_adasoft import provenance
 from fairseq_adasoft.logs import json_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# BENCHMARK_RESULTS_DIR: where tests point benchmarks and recipes, to keep the recorded results untouched.
+# BENCHMARK_RESULTS_DIR: where tests point benchmarks and recipes, keeping the recorded results untouched.
 RESULTS_DIR = os.environ.get("BENCHMARK_RESULTS_DIR") or os.path.join(ROOT, provenance.RESULTS_SUBDIR)
 DATA = os.path.join(ROOT, "data-bin", "wikitext-2")  # recipes/wikitext2/prepare.sh's DATA_BIN
 PLUGIN_DIR = os.path.dirname(provenance.__file__)  # fairseq's --user-dir: the package that runs
@@ -36,13 +32,11 @@ SHIM = ("import json, os, subprocess, sys, time\n"
         "           'maxrss_kb': usage.ru_maxrss}, open(sys.argv[1], 'w'))\n")
 
 
-def spread(samples) -> dict:
-    """min/median/max of repeated measurements."""
+def spread(samples) -> dict:  # of repeated measurements
     return {"min": min(samples), "median": statistics.median(samples), "max": max(samples)}
 
 
-def median(value):
-    """A metric's central figure: a spread's median, or the value itself."""
+def median(value):  # a metric's central figure: a spread's median, or the value itself
     return value["median"] if isinstance(value, dict) else value
 
 
@@ -62,8 +56,7 @@ def time_ms(fn, repeats: int, warmup: int = 1, calls: int = 1, sync=None) -> dic
     return spread(samples)
 
 
-def shown(text: str) -> str:
-    """``text`` with this checkout's path dropped: results files hold no absolute path."""
+def shown(text: str) -> str:  # results files hold no absolute path
     return text.replace(ROOT + os.sep, "").replace(ROOT, ".")
 
 
@@ -79,16 +72,13 @@ def run_child(cmd: list, log_path: str, env: dict = None) -> dict:
     with open(log_path, "w") as log:
         subprocess.run([sys.executable, "-I", "-S", "-c", SHIM, log_path + ".rusage", *cmd],
                        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, check=True)
-    with open(log_path + ".rusage") as f:
-        r = json.load(f)
-    with open(log_path) as f:
-        text = f.read()
+    r, text = json.load(open(log_path + ".rusage")), open(log_path).read()
     return {"returncode": r["returncode"], "wall_s": round(r["wall_s"], 2),
             "peak_rss_mb": round(r["maxrss_kb"] / 1024, 1), "text": text}  # ru_maxrss is in KB on Linux
 
 
 def interval_wps(log_text: str) -> list:
-    """Words/s of each logged training interval but the first (start-up and warm-up); epoch summaries say train_wps."""
+    """Words/s of each logged training interval but the first (start-up); epoch summaries say train_wps."""
     return [float(r["wps"]) for r in json_records(log_text.splitlines()) if "wps" in r][1:]
 
 
@@ -105,10 +95,9 @@ def train_wps(flags: list, updates: int) -> dict:
     """Words/s of a fairseq-train run of ``updates`` on WikiText-2 at the main job's batch, ``flags`` after the shared ones."""
     from fairseq_adasoft.presets import MAIN_JOB
 
-    common = ["--task", "language_modeling_freqsorted", "--user-dir", PLUGIN_DIR, "--optimizer", "adam", "--lr", "0.002",
-              "--tokens-per-sample", str(MAIN_JOB["tokens_per_sample"]), "--batch-size", str(MAIN_JOB["batch_size"]),
-              "--clip-norm", "0.25", "--cpu", "--disable-validation", "--no-save", "--seed", "1",
-              "--log-format", "json", "--log-interval", "10"]
+    common = ["--user-dir", PLUGIN_DIR, *f"--task language_modeling_freqsorted --optimizer adam --lr 0.002 --clip-norm 0.25 "
+              f"--tokens-per-sample {MAIN_JOB['tokens_per_sample']} --batch-size {MAIN_JOB['batch_size']} --cpu --seed 1 "
+              "--disable-validation --no-save --log-format json --log-interval 10".split()]
     with tempfile.TemporaryDirectory() as tmp:
         r = fairseq_train([need(DATA), *common, *flags, "--max-update", str(updates)], os.path.join(tmp, "train.log"))
     return {"words_per_s": spread(interval_wps(r["text"]))}
@@ -116,14 +105,9 @@ def train_wps(flags: list, updates: int) -> dict:
 
 def _merge(samples: list) -> dict:
     """One case's metrics over its repeats: a number (or a spread's median) measured more than once becomes a spread."""
-    merged = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
-        if len(values) > 1 and all(isinstance(v, (int, float, dict)) and not isinstance(v, bool) for v in values):
-            merged[key] = spread([median(v) for v in values])
-        else:
-            merged[key] = values[0]
-    return merged
+    numeric = lambda vs: len(vs) > 1 and all(isinstance(v, (int, float, dict)) and not isinstance(v, bool) for v in vs)  # noqa: E731
+    return {k: spread([median(s[k]) for s in samples]) if numeric([s[k] for s in samples]) else samples[0][k]
+            for k in samples[0]}
 
 
 def run(cases: list, measure, repeats: int = 1, log=print) -> list:
@@ -150,19 +134,17 @@ def ratio(cases: list, metric: str, numerator: dict, denominator: dict):
     """The ratio of two cases' ``metric`` (medians where repeated); None when either was not measured."""
     try:
         return median(find(cases, **numerator)[metric]) / median(find(cases, **denominator)[metric])
-    except KeyError:
+    except KeyError:  # a case not measured
         return None
 
 
-def goal(name: str, value, threshold: float, at_most: bool = False) -> dict:
-    """A goal judged on ``value`` (None: not measured, so not met)."""
+def goal(name: str, value, threshold: float, at_most: bool = False) -> dict:  # None: not measured, not met
     met = value is not None and (value <= threshold if at_most else value >= threshold)
     return {"name": name, "threshold": threshold, "value": value, "met": bool(met)}
 
 
-def arguments(description: str = None, repeats: int = 1) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description or sys.modules["__main__"].__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(repeats: int = 1) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=repeats, help="rounds over all cases (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="a few small cases, to check the benchmark runs; writes nothing")
     p.add_argument("--tag", default="", help="appended to the results file's name, e.g. avx2")
@@ -177,8 +159,7 @@ def main(name: str, cases: list, measure, goals=None, quick_cases=None, repeats:
     measured = run(quick_cases if args.quick and quick_cases is not None else cases, measure,
                    1 if args.quick else args.repeats)
     judged = goals(measured) if goals else []
-    module = measure.__module__
-    module = sys.modules["__main__"].__spec__.name if module == "__main__" else module
+    module = sys.modules["__main__"].__spec__.name if measure.__module__ == "__main__" else measure.__module__
     command = " ".join(["python -m " + module, *(sys.argv[1:] if argv is None else argv)])
     name = f"{name}_{args.tag}" if args.tag else name
     with tempfile.TemporaryDirectory() as scratch:  # --quick: validated (write_results raises), then dropped

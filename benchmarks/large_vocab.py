@@ -1,15 +1,10 @@
-"""What a large vocabulary costs qrnn_lm's training on this CPU, and what adaptive input
-(Baevski & Auli 2019) wins back, at qrnn_lm_wikitext2's 4 x 800 QRNN, embedding 400:
-(a) plain embedding, the softmax's shortlist tied to it; (b) adaptive input, untied;
-(c) adaptive input tied to the adaptive softmax. On a Zipf corpus with V = 267,744
-(WikiText-103's cutoffs) and WikiText-2, each case one mode: fairseq-train words/s and
-peak RSS in one process or under 2-process gloo DDP; "steps", where a one-process step
-goes (and the gradients' all-reduce between 2 gloo processes in DDP's buckets) and the
-input and output layers' training state; "quality", WikiText-2 valid perplexity of (a)
-and (c) after 600 updates of the main job's flags.
+"""What a large vocabulary costs qrnn_lm's training on this CPU (4 x 800 QRNN, embedding 400), and
+what adaptive input (Baevski & Auli 2019) wins back: (a) plain embedding, the softmax's shortlist
+tied to it; (b) adaptive input; (c) adaptive input tied to the softmax; at V = 267,744 (Zipf) and
+WikiText-2. Modes: fairseq-train words/s in one process or 2-process gloo DDP; "steps", a step's
+phases and the input and output layers' training state; "quality", valid perplexity at 600 updates.
 
-    python -m benchmarks.large_vocab [--quick]
-    python -m benchmarks.large_vocab --pairs --repeats 4   # the one-process goals' pairs in turn
+    python -m benchmarks.large_vocab [--quick]   # --pairs --repeats 4: the one-process pairs in turn
 """
 
 import functools
@@ -23,8 +18,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from benchmarks import zipf_corpus
-from benchmarks.harness import (BIN, DATA, MALLOC_ENV, PLUGIN_DIR, ROOT, arguments, fairseq_train, find, goal,
-                                interval_wps, main, median, spread, time_ms)
+from benchmarks.harness import (BIN, DATA, MALLOC_ENV, PLUGIN_DIR, ROOT, arguments, fairseq_train, goal, interval_wps,
+                                main, median, spread, time_ms)
 from fairseq_adasoft.hardware import cpu_has_native_bf16
 from fairseq_adasoft.logs import json_records
 from fairseq_adasoft.presets import ARCHITECTURES, MAIN_JOB
@@ -33,19 +28,17 @@ VARIANTS = {"a": ["--tie-adaptive-weights"], "b": ["--adaptive-input"], "c": ["-
 ARCH = "qrnn_lm_wikitext2"
 CUTOFFS = {"zipf": ARCHITECTURES["qrnn_lm_wikitext103"]["adaptive_softmax_cutoff"],
            "wikitext2": ARCHITECTURES[ARCH]["adaptive_softmax_cutoff"], "quick": "0.05,0.2,0.5"}
-COMMON = ["--user-dir", PLUGIN_DIR, "--task", "language_modeling_freqsorted", "--arch", ARCH, "--criterion",
-          "adaptive_softmax", "--optimizer", "adam", "--lr", "0.002", "--clip-norm", "0.25", "--cpu", "--seed", "1",
-          "--log-format", "json", "--num-workers", "0", "--adaptive-softmax-div-value", "4"]
+COMMON = ["--user-dir", PLUGIN_DIR, *f"--task language_modeling_freqsorted --arch {ARCH} --criterion adaptive_softmax --optimizer "
+          "adam --lr 0.002 --clip-norm 0.25 --cpu --seed 1 --log-format json --num-workers 0 --adaptive-softmax-div-value 4".split()]
 STREAMS, TOKENS = MAIN_JOB["batch_size"], str(MAIN_JOB["tokens_per_sample"])
 SPEED = ["--disable-validation", "--no-save", "--log-interval", "5"]  # 50 updates: the median of 9 intervals
 # --no-save: a run never resumes an earlier one's checkpoint. The main job's flags, decayed over 600 updates.
-QUALITY = ["--no-save", "--stateful-bptt", "--lr", str(MAIN_JOB["lr"]), "--lr-scheduler", "polynomial_decay",
-           "--warmup-updates", "100", "--end-learning-rate", "0.0001", "--log-interval", "100"]
+QUALITY = f"--no-save --stateful-bptt --lr {MAIN_JOB['lr']} --lr-scheduler polynomial_decay --warmup-updates 100 " \
+    "--end-learning-rate 0.0001 --log-interval 100".split()
 GOAL_ONE_PROCESS, GOAL_DDP, GOAL_STATE, GOAL_PPL_GAP = 1.3, 1.5, 5.0, 0.03
-PAIRS = {"zipf": ("a", "b"), "wikitext2": ("a", "c")}  # what the one-process goals compare
 CASES = [dict(corpus=c, variant=v, mode=m) for c in ("zipf", "wikitext2") for v in VARIANTS
          for m in ("steps", "one_process", "ddp_2_gloo")] + [dict(corpus="wikitext2", variant=v, mode="quality") for v in "ac"]
-PAIR_CASES = [dict(corpus=c, variant=v, mode="one_process") for c, pair in PAIRS.items() for v in pair]
+PAIR_CASES = [dict(corpus=c, variant=v, mode="one_process") for c, v in (("zipf", "a"), ("zipf", "b"), ("wikitext2", "a"), ("wikitext2", "c"))]
 DDP_BUCKET_BYTES, STEP_REPEATS, WARMUP_STEPS = 25 * 2**20, 4, 3  # DDP's bucket_cap_mb; steps timed after Adam's state exists
 
 
@@ -63,8 +56,7 @@ def flags(corpus: str, variant: str, quick: bool, streams: int = STREAMS) -> lis
 
 def copy_gb_per_s(nbytes: int = zipf_corpus.BENCHMARK["vocab"] * 400 * 4) -> float:
     """GB read + written per second copying (a)'s fp32 embedding at V = 267,744: (a)'s extra work over (b) is such passes."""
-    src = torch.ones(nbytes // 4)
-    dst = torch.empty_like(src)
+    src, dst = torch.ones(nbytes // 4), torch.empty(nbytes // 4)
     return round(2 * nbytes / time_ms(lambda: dst.copy_(src), repeats=5)["median"] / 1e6, 1)
 
 
@@ -85,13 +77,12 @@ def _all_reduce(rank, init_file, sizes, out):
 
 def all_reduce_ms(numels: list) -> dict:
     """Milliseconds to all-reduce gradients of these sizes in DDP-sized buckets between 2 gloo processes."""
-    sizes, current = [], 0
-    for n in numels:
-        current += n
-        if current * 4 >= DDP_BUCKET_BYTES:
-            sizes, current = sizes + [current], 0
+    sizes = [0]
+    for n in numels:  # DDP fills a bucket with whole gradients until it holds bucket_cap_mb
+        sizes[-1] += n
+        sizes += [0] * (sizes[-1] * 4 >= DDP_BUCKET_BYTES)
     with tempfile.TemporaryDirectory() as d:
-        mp.spawn(_all_reduce, args=(os.path.join(d, "init"), sizes + [current] * (current > 0), f"{d}/ms.pt"), nprocs=2)
+        mp.spawn(_all_reduce, args=(os.path.join(d, "init"), [n for n in sizes if n], f"{d}/ms.pt"), nprocs=2)
         return spread(torch.load(f"{d}/ms.pt"))
 
 
@@ -118,15 +109,13 @@ def steps(args: list) -> dict:
     phases = {"forward_ms": [], "backward_ms": [], "optimizer_ms": []}
     model.train()
     for repeat in range(WARMUP_STEPS + STEP_REPEATS):
-        t0 = time.perf_counter()
+        t = [time.perf_counter()]
         loss = criterion(model, sample)[0]
-        t1 = time.perf_counter()
+        t.append(time.perf_counter())
         loss.backward()
-        t2 = time.perf_counter()
-        optimizer.clip_grad_norm(cfg.optimization.clip_norm)
-        optimizer.step()
-        optimizer.zero_grad()
-        for name, (a, b) in zip(phases, ((t0, t1), (t1, t2), (t2, time.perf_counter()))):
+        t.append(time.perf_counter())
+        optimizer.clip_grad_norm(cfg.optimization.clip_norm), optimizer.step(), optimizer.zero_grad()
+        for name, a, b in zip(phases, t, t[1:] + [time.perf_counter()]):
             phases[name] += [1000 * (b - a)] * (repeat >= WARMUP_STEPS)
     ms = {**{k: spread(v) for k, v in phases.items()}, "all_reduce_ms": all_reduce_ms([p.numel() for p in params])}
     total = sum(m["median"] for m in ms.values())
@@ -154,45 +143,55 @@ def measure(corpus: str, variant: str, mode: str, quick: bool = False) -> dict:
 
 
 def goals(cases):
-    """Adds the one-process step's ms at V = 267,744 (tokens per step over words/s) and what (b) saves, then judges."""
-    get = lambda corpus, v, mode: next((c["metrics"] for c in cases if dict(  # noqa: E731
-        corpus=corpus, variant=v, mode=mode).items() <= c["params"].items()), None)
-    wps = lambda corpus, v, mode="one_process": median(get(corpus, v, mode)["words_per_s"]) if get(corpus, v, mode) else None  # noqa: E731
-    over = lambda x, y: x / y if x is not None and y else None  # noqa: E731
-    step = {v: get("zipf", v, "steps") for v in "ab"}
-    if all(step.values()) and wps("zipf", "a") and wps("zipf", "b"):
-        for v in "ab":
-            get("zipf", v, "one_process")["step_ms"] = 1000 * step[v]["tokens_per_step"] / wps("zipf", v)
-        a, b = get("zipf", "a", "one_process"), get("zipf", "b", "one_process")
-        b.update(step_ms_saved_vs_a=a["step_ms"] - b["step_ms"], step_ms_for_goal=(a["step_ms"] - b["step_ms"]) / (GOAL_ONE_PROCESS - 1),
-                 optimizer_ms_saved_vs_a=step["a"]["optimizer_ms"]["median"] - step["b"]["optimizer_ms"]["median"])
-    q = {v: get("wikitext2", v, "quality") for v in "ac"}
-    judged = [goal(f"zipf: (b) at least {GOAL_ONE_PROCESS:g}x (a)'s words/s, one process", over(wps("zipf", "b"), wps("zipf", "a")), GOAL_ONE_PROCESS),
-              goal("wikitext2: (c) not slower than (a), one process", over(wps("wikitext2", "c"), wps("wikitext2", "a")), 1.0),
-              goal(f"zipf: (b) at least {GOAL_DDP:g}x (a)'s words/s, 2-process DDP",
-                   over(wps("zipf", "b", "ddp_2_gloo"), wps("zipf", "a", "ddp_2_gloo")), GOAL_DDP),
+    """Adds each variant's ratios to (a), the one-process step's ms at V = 267,744 and what (b) saves; then judges."""
+    m = {tuple(c["params"][k] for k in ("corpus", "variant", "mode")): c["metrics"] for c in cases}
+    wps = {k: median(v["words_per_s"]) for k, v in m.items() if "words_per_s" in v}
+    over = lambda x, y, get=wps.get: get(x) / get(y) if get(x) and get(y) else None  # noqa: E731
+    z = {v: (m.get(("zipf", v, "one_process")), m.get(("zipf", v, "steps"))) for v in "ab"}
+    if all(run and steps for run, steps in z.values()):
+        for run, steps in z.values():
+            run["step_ms"] = 1000 * steps["tokens_per_step"] / median(run["words_per_s"])
+        (a, a_steps), (b, b_steps) = z["a"], z["b"]
+        b.update(step_ms_saved_vs_a=a["step_ms"] - b["step_ms"], step_ms_for_goal=(a["step_ms"] - b["step_ms"]) / (
+            GOAL_ONE_PROCESS - 1), optimizer_ms_saved_vs_a=a_steps["optimizer_ms"]["median"] - b_steps["optimizer_ms"]["median"])
+    state = {k: v["io_train_state_mb"] for k, v in m.items() if "io_train_state_mb" in v}
+    ppl = {k: v["valid_ppl"] for k, v in m.items() if "valid_ppl" in v}
+    for (corpus, v, mode), metrics in m.items():  # each variant against (a): words/s, (a)'s io state over its, ppl gap
+        me, a = (corpus, v, mode), (corpus, "a", mode)
+        gap = over(me, a, ppl.get)
+        derived = {"over_a": over(me, a), "a_state_over_this": over(a, me, state.get), "valid_ppl_gap_vs_a": gap and gap - 1}
+        metrics.update({k: x for k, x in derived.items() if x is not None and v != "a"})
+    got = lambda corpus, v, mode, key: m.get((corpus, v, mode), {}).get(key)  # noqa: E731
+    judged = [goal(f"zipf: (b) at least {GOAL_ONE_PROCESS:g}x (a)'s words/s, one process", got("zipf", "b", "one_process",
+                                                                                             "over_a"), GOAL_ONE_PROCESS),
+              goal("wikitext2: (c) not slower than (a), one process", got("wikitext2", "c", "one_process", "over_a"), 1.0),
+              goal(f"zipf: (b) at least {GOAL_DDP:g}x (a)'s words/s, 2-process DDP", got("zipf", "b", "ddp_2_gloo", "over_a"),
+                   GOAL_DDP),
               goal(f"zipf: input + output layers' training state at least {GOAL_STATE:g}x smaller, (a) over (b)",
-                   over(*(step[v]["io_train_state_mb"] if step[v] else None for v in "ab")), GOAL_STATE),
+                   got("zipf", "b", "steps", "a_state_over_this"), GOAL_STATE),
               goal("wikitext2: (c)'s valid perplexity within 3% of (a)'s (gap)",
-                   over(q["c"]["valid_ppl"], q["a"]["valid_ppl"]) - 1 if all(q.values()) else None, GOAL_PPL_GAP, at_most=True)]
+                   got("wikitext2", "c", "quality", "valid_ppl_gap_vs_a"), GOAL_PPL_GAP, at_most=True)]
     return [g for g in judged if g["value"] is not None]  # a case list without a goal's cases does not judge it
 
 
 C, WHAT = "python -m benchmarks.large_vocab", {"corpus": "corpus", "variant": "variant"}
-SECTIONS = [dict(title=f"Large vocabularies: adaptive input, words/s {m}", command=C, files=["large_vocab"], where={"mode": m},
-                 columns={**WHAT, "words/s": "words_per_s:,.0f", "peak RSS, MB": "peak_rss_mb:,.0f"},
-                 text="(a) plain embedding, (b) adaptive input, (c) adaptive input tied; 4 x 800 QRNN, embedding 400. "
-                      "How it works: [large-vocabularies.md](large-vocabularies.md).") for m in ("one_process", "ddp_2_gloo")]
-SECTIONS += [dict(title="Large vocabularies: where a one-process step goes", command=C, files=["large_vocab"],
-                  where={"mode": "steps"}, columns={**WHAT, "parameters": "parameters:,", "input + output layers' "
-                  "training state, MB": "io_train_state_mb:,.0f", **{p: f"{p.replace('-', '_')}_share:.0%" for p in
-                                                                     ("forward", "backward", "all-reduce", "optimizer")}}),
+WPS = {"words/s": "words_per_s:,.0f", "/ (a)": "over_a:.2f"}
+SECTIONS = [dict(title="Large vocabularies: adaptive input, training words/s in one process", command=C, files=["large_vocab"],
+                 where={"mode": "one_process"}, columns=WHAT | WPS | {"peak RSS, MB": "peak_rss_mb:,.0f", "step ms":
+                                                                     "step_ms:,.0f", "(b)'s step ms for the goal": "step_ms_for_goal:,.0f"},
+                 text="(a) plain embedding, (b) adaptive input, (c) adaptive input tied; 4 x 800 QRNN, embedding 400. A "
+                      "step's ms is its tokens over words/s. How it works: [large-vocabularies.md](large-vocabularies.md).")]
+SECTIONS += [dict(title="Large vocabularies: training words/s under 2-process gloo DDP", command=C, files=["large_vocab"],
+                  where={"mode": "ddp_2_gloo"}, columns=WHAT | WPS | {"peak RSS, MB": "peak_rss_mb:,.0f"}),
+             dict(title="Large vocabularies: where a one-process step goes", command=C, files=["large_vocab"],
+                  where={"mode": "steps"}, columns=WHAT | {"parameters": "parameters:,", "input + output layers' "
+                  "training state, MB": "io_train_state_mb:,.0f", "(a) / this": "a_state_over_this:.2f"} | {
+                      p: f"{p.replace('-', '_')}_share:.0%" for p in ("forward", "backward", "all-reduce", "optimizer")}),
              dict(title="Large vocabularies: valid perplexity at equal updates", command=C, files=["large_vocab"],
-                  where={"mode": "quality"}, columns={**WHAT, "updates": "updates", "valid ppl": "valid_ppl:.2f"}),
+                  where={"mode": "quality"}, columns=WHAT | {"updates": "updates", "valid ppl": "valid_ppl:.2f",
+                                                             "vs (a)": "valid_ppl_gap_vs_a:+.1%"}),
              dict(title="Large vocabularies: one-process pairs in turn", command=C + " --pairs --repeats 4",
-                  files=["large_vocab_side_by_side", "large_vocab"], where={"mode": "one_process"},
-                  columns={**WHAT, "words/s": "words_per_s:,.0f", "memory copy, GB/s": "copy_gb_per_s",
-                           "step ms": "step_ms:,.0f", "(b)'s step ms for the goal": "step_ms_for_goal:,.0f"},
+                  files=["large_vocab_side_by_side"], columns=WHAT | WPS | {"memory copy, GB/s": "copy_gb_per_s"},
                   text="What adaptive input saves is passes over the plain embedding's fp32 weights, bound by memory "
                        "bandwidth (a memory copy's before each run), so the gain moves with the shared machine.")]
 

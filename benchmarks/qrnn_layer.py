@@ -1,17 +1,9 @@
-"""Forward+backward time of the QRNN on this machine's CPU (or GPU with --cuda),
-at the seed experiment's sizes and the main job's batch shape:
-
-  * layer: a QRNNLayer of window 2 and 1 with its gates done as a Linear over
-    [x_{t-1}, x_t] and as a causal conv1d (QRNNLayer picks per device), each
-    against its gate-operation floor (the gate op alone, what a QRNN cannot avoid);
-  * stack: a 4-layer QRNN (windows 2/1/1/1) against a 4-layer nn.LSTM;
-  * kernel (--cuda): the fused Triton kernel against the torch-op scan, each
-    layer against its gate-GEMM floor and the stacks against cuDNN's LSTM,
-    fp32 and fp16, at the seed's and AWD-QRNN's shapes.
+"""Forward+backward time of the QRNN on this CPU (or GPU, --cuda), at the seed's sizes and the main
+job's batch: a QRNNLayer of window 2 and 1, gates as a Linear over [x_{t-1}, x_t] or a causal conv1d,
+against its gate floor (the gate op alone); a 4-layer QRNN against a 4-layer nn.LSTM; with --cuda,
+the fused Triton kernel against the torch ops, fp32 and fp16. --bf16: all under CPU bf16 autocast.
 
     python -m benchmarks.qrnn_layer [--cuda | --bf16] [--input-size C --hidden-size H] [--tag NAME]
-
-``--bf16`` runs everything, the LSTM included, under CPU bf16 autocast.
 """
 
 import torch
@@ -91,17 +83,14 @@ def goals(cases):
                   if fp16 and seed else [])
 
 
-FILES = ["qrnn_layer_cpu", "qrnn_layer_cuda", "qrnn_layer_cpu_avx2_main"]
-SECTIONS = [dict(title="QRNN layer forward+backward, window 2, ms", command="python -m benchmarks.qrnn_layer",
-                 files=FILES, where={"part": "layer", "window": 2},
-                 columns={"C": "input_size", "H": "hidden_size", "GEMM gates": "layer_linear_ms:,.2f",
-                          "conv1d gates": "layer_conv_ms:,.2f", "auto picks": "auto_picks",
-                          "layer / gate floor": "layer_vs_floor:.2f"},
-                 text=f"T = {T}, B = {B}; the floor is the gate operation alone, forward + backward."),
+SIZE = {"C": "input_size", "H": "hidden_size"}
+SECTIONS = [dict(title="QRNN layer of window 2, forward+backward, ms", command="python -m benchmarks.qrnn_layer", files=[
+                 "qrnn_layer_cpu", "qrnn_layer_cuda", "qrnn_layer_cpu_avx2_main"], where={"part": "layer", "window": 2},
+                 columns=SIZE | {"GEMM gates": "layer_linear_ms:,.2f", "conv1d gates": "layer_conv_ms:,.2f", "auto picks":
+                                 "auto_picks", "layer / gate floor": "layer_vs_floor:.2f"}, text=f"T = {T}, B = {B}."),
             dict(title="4-layer QRNN against 4-layer nn.LSTM, forward+backward, ms", command="python -m benchmarks.qrnn_layer",
-                 files=FILES, where={"part": "stack"},
-                 columns={"C": "input_size", "H": "hidden_size", "QRNN": "qrnn_ms:,.2f", "nn.LSTM": "lstm_ms:,.2f",
-                          "QRNN vs LSTM": "qrnn_speedup_vs_lstm:.2f"})]
+                 files=["qrnn_layer_cpu", "qrnn_layer_cuda", "qrnn_layer_cpu_avx2_main"], where={"part": "stack"},
+                 columns=SIZE | {"QRNN": "qrnn_ms:,.2f", "nn.LSTM": "lstm_ms:,.2f", "QRNN vs LSTM": "qrnn_speedup_vs_lstm:.2f"})]
 
 if __name__ == "__main__":
     p = arguments(repeats=1)

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from benchmarks import cpu_bf16, harness, qrnn_layer, width_throughput
+from benchmarks import harness, lm_throughput, qrnn_layer
 from fairseq_adasoft.provenance import validate
 
 SLEEP_S = 0.002  # long enough to dominate a call's own overhead
@@ -87,31 +87,42 @@ def test_qrnn_layer_measure_computes_its_ratios(monkeypatch):
     assert [g["met"] for g in qrnn_layer.goals(kernels)] == [False, False, False, True]  # no layer or stack measured
 
 
-def test_width_benchmark_runs_each_width_as_run_sh_does_and_counts_its_epochs(monkeypatch):
+def test_width_cases_run_run_sh_s_model_and_count_its_epochs(monkeypatch):
     calls = []
 
     def fake_train_wps(flags, updates):  # 1,000 words/s per 100 units of width
         calls.append((flags, updates))
         return {"words_per_s": harness.spread([10.0 * int(flags[flags.index("--hidden-size") + 1])])}
 
-    monkeypatch.setattr(width_throughput, "train_wps", fake_train_wps)
-    monkeypatch.setattr(width_throughput, "train_tokens", lambda data: 2_000_000)
-    monkeypatch.setattr(width_throughput, "need", lambda data: data)
+    monkeypatch.setattr(lm_throughput, "train_wps", fake_train_wps)
+    monkeypatch.setattr(lm_throughput, "train_tokens", lambda data: 2_000_000)
+    monkeypatch.setattr(lm_throughput, "need", lambda data: data)
     # 0.5 h x 5,000 words/s = 9M words = 4.5 epochs of 2M tokens; 8,000 words/s: 7.2.
-    monkeypatch.setattr(width_throughput, "HOURS", 0.5)
-    monkeypatch.setattr(width_throughput.epochs_in_hours, "__defaults__", (0.5,))
-    assert width_throughput.measure(500, "bf16", updates=20)["epochs_in_hours"] == 4.5
-    assert width_throughput.measure(800, "fp32", updates=20)["epochs_in_hours"] == 7.2
+    monkeypatch.setattr(lm_throughput.epochs_in_hours, "__defaults__", (0.5,))
+    assert lm_throughput.measure(hidden_size=500, precision="bf16", updates=20)["epochs_in_hours"] == 4.5
+    assert lm_throughput.measure(hidden_size=800, precision="fp32", updates=20)["epochs_in_hours"] == 7.2
     assert [u for _, u in calls] == [20, 20]
     for flags, _ in calls:  # run.sh's model
         assert flags[flags.index("--arch") + 1] == "qrnn_lm_wikitext2"
         assert {"--stateful-bptt", "--tie-adaptive-weights"} <= set(flags)
     assert "--cpu-autocast-bf16" in calls[0][0] and "--cpu-autocast-bf16" not in calls[1][0]
+    assert lm_throughput.goals([{"params": {"hidden_size": 500}, "metrics": {}}]) == []  # the goal is the setups'
 
 
-def test_cpu_bf16_benchmark_times_both_precisions():
-    m = cpu_bf16.measure("qrnn_stack", T=5, B=3, hidden=16, repeats=2)
-    assert m["bf16_vs_fp32"] == pytest.approx(m["bf16_ms"]["median"] / m["fp32_ms"]["median"])
+def test_peak_rss_is_each_childs_own_not_this_processs(tmp_path):
+    mb, parent_mb, child_mb, small_mb = 2**20, 300, 200, 100
+    parent = bytearray(parent_mb * mb)  # this process's peak: a child exec'd from it would start there
+    parent[::4096] = b"\1" * len(parent[::4096])
+    touch = f"b = bytearray({child_mb} * 2**20)\nfor i in range(0, len(b), 4096): b[i] = 1\n"  # resident, not just mapped
+    log = str(tmp_path / "child.log")
+    big = harness.run_child([sys.executable, "-c", touch], log)
+    small = harness.run_child([sys.executable, "-c", "print('done')"], log)
+    failed = harness.run_child([sys.executable, "-c", "raise SystemExit(3)"], log)
+    assert big["returncode"] == small["returncode"] == 0 and failed["returncode"] == 3
+    assert big["peak_rss_mb"] >= child_mb
+    assert small["peak_rss_mb"] < small_mb  # neither the parent's nor the previous child's
+    assert small["text"] == "done\n"
+    del parent
 
 
 def test_test_suite_reads_pytests_summary_line():
@@ -124,16 +135,17 @@ def test_test_suite_reads_pytests_summary_line():
         tally("collected 0 items\n")
 
 
-QUICK = ["cpu_bf16", "qrnn_layer", "logit_layout", "output_layer", "lm_throughput", "width_throughput"]
+QUICK = [["qrnn_layer"], ["output_layer"], ["output_layer", "--scaling"], ["large_vocab"], ["lm_throughput"],
+         ["lm_throughput", "--widths"]]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", QUICK)
-def test_quick_run_makes_a_valid_results_file_and_writes_none(tmp_path, name):
-    if name in ("lm_throughput", "width_throughput") and not os.path.isfile(os.path.join(harness.DATA, "dict.txt")):
+@pytest.mark.parametrize("command", QUICK, ids=" ".join)
+def test_quick_run_makes_a_valid_results_file_and_writes_none(tmp_path, command):
+    if command[0] == "lm_throughput" and not os.path.isfile(os.path.join(harness.DATA, "dict.txt")):
         pytest.skip("needs recipes/wikitext2/prepare.sh's data-bin/wikitext-2")
     env = dict(os.environ, BENCHMARK_RESULTS_DIR=str(tmp_path))
-    r = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--quick"], cwd=harness.ROOT, env=env,
+    r = subprocess.run([sys.executable, "-m", f"benchmarks.{command[0]}", *command[1:], "--quick"], cwd=harness.ROOT, env=env,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "valid results file (not kept)" in r.stdout and "[1/1]" in r.stdout

@@ -1,12 +1,31 @@
-"""benchmarks.large_vocab's pieces that decide its figures: the log parsing, the
-input/output-layer accounting, and the metrics and goals its goals hook derives."""
+"""benchmarks.large_vocab's pieces that decide its figures: its Zipf corpus, the log parsing,
+the input/output-layer accounting, and the metrics and goals its goals hook derives."""
 
 import json
+import os
 
 import pytest
 
-from benchmarks import harness, large_vocab
+from benchmarks import harness, large_vocab, zipf_corpus
 from helpers import SMALL_MODEL, build
+
+
+def test_zipf_corpus_dictionary_has_exactly_v_entries_and_is_reused(tmp_path):
+    sizes = {"train": 300, "valid": 40, "test": 60}
+    data_bin = zipf_corpus.prepare(str(tmp_path), vocab=64, sizes=sizes, workers=1)
+    assert zipf_corpus.dictionary_size(data_bin) == 64
+    lines = lambda words: -(-words // zipf_corpus.LINE_TOKENS)  # noqa: E731  (one </s> per line)
+    train_words = sizes["train"] + 64 - zipf_corpus.N_SPECIAL  # one of every type, then the samples
+    assert zipf_corpus.split_tokens(data_bin) == {
+        "train": train_words + lines(train_words), "valid": 40 + lines(40), "test": 60 + lines(60)}
+    stamp = os.path.getmtime(os.path.join(data_bin, "dict.txt"))
+    assert zipf_corpus.prepare(str(tmp_path), vocab=64, sizes=sizes, workers=1) == data_bin
+    assert os.path.getmtime(os.path.join(data_bin, "dict.txt")) == stamp  # same settings: not rebuilt
+
+
+def test_zipf_corpus_refuses_a_vocabulary_fairseq_would_pad(tmp_path):
+    with pytest.raises(ValueError, match="--zipf-vocab must be a multiple of 8"):
+        zipf_corpus.write_text(str(tmp_path), 61, {"train": 10, "valid": 1, "test": 1})
 
 
 def test_interval_words_per_s_drop_the_first_interval_and_the_epoch_summary():
