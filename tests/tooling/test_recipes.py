@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from helpers import ROOT, run
+from benchmarks import wikitext2
+from fairseq_adasoft import provenance
 from fairseq_adasoft.logs import json_records
 
 PREPARE = os.path.join(ROOT, "recipes", "wikitext2", "prepare.sh")
@@ -143,13 +145,14 @@ def test_compare_recipe_trains_both_softmaxes_alike_and_records_them(data_bin, t
                "--data-buffer-size", "0"]
     _, out = run(compare, env=env)
     result = json.loads((tmp_path / "wikitext2_compare_quick.json").read_text())
-    adaptive, full = result["runs"]["adaptive"], result["runs"]["full"]
-    assert adaptive["train"]["updates"] == full["train"]["updates"] == 4
-    assert result["test_ppl_gap"] == pytest.approx(adaptive["test"]["perplexity"] / full["test"]["perplexity"] - 1)
-    assert set(result["goals"]) == {"speedup_at_least_3.0x", "test_ppl_within_4%"}
+    adaptive, full = ({c["params"]["softmax"]: c["metrics"] for c in result["cases"]}[k] for k in ("adaptive", "full"))
+    assert adaptive["updates"] == full["updates"] == 4
+    assert adaptive["test_ppl_vs_full"] == pytest.approx(adaptive["test_perplexity"] / full["test_perplexity"] - 1)
+    # The recipe's file holds no targets; benchmarks/wikitext2.py judges the project's two on it.
+    assert result["goals"] == [] and [g["threshold"] for g in wikitext2.compare_goals(result)] == [3.0, 0.04]
     # The same optimizer, and only the adaptive run has cutoffs.
     assert out.count("'optimizer': {'_name': 'adam'") == 2
-    assert "Adam lr 0.002," in result["config"]  # train.sh's default LR, read from the checkpoint
+    assert "Adam lr 0.002," in result["note"]  # train.sh's default LR, read from the checkpoint
     cutoffs = {softmax: torch.load(tmp_path / "ckpt" / f"compare-{softmax}-quick" / "checkpoint_last.pt",
                                    weights_only=False)["cfg"]["model"]["adaptive_softmax_cutoff"]
                for softmax in ("adaptive", "full")}
@@ -172,36 +175,39 @@ def test_compare_recipe_trains_both_softmaxes_alike_and_records_them(data_bin, t
     env["SAVE_DIR"] = str(save_dir)
     _, out = run(protocols_sh, env=env)
     assert out.count("Loss (base 2)") == 8  # classic, cache, dynamic and both, valid and test
-    protocols = json.loads((tmp_path / "wikitext2_protocols.json").read_text())
-    assert protocols["blocks"]["test"] == adaptive["test"]
+    record = json.loads((tmp_path / "wikitext2_protocols.json").read_text())
+    assert provenance.validate(record) == [] and record["goals"] == []
+    evals = {(c["params"]["protocol"], c["params"]["split"]): c["metrics"] for c in record["cases"]
+             if c["params"]["phase"] == "eval"}
+    tuned = {c["params"]["protocol"]: c["metrics"] for c in record["cases"] if c["params"]["phase"] == "tune"}
+    assert evals["blocks", "test"]["perplexity"] == adaptive["test_perplexity"]
     classic_log = (save_dir / "eval_test_classic.log").read_text()
     assert "--stateful-bptt: test is one stream of" in classic_log and "'tokens_per_sample': 70," in classic_log
-    assert protocols["classic"]["test"]["perplexity"] > 1
+    assert evals["classic", "test"]["perplexity"] > 1
     # The cache setting was tuned on valid, and fairseq-eval-lm scores valid with it as the tuner did.
-    tuning = protocols["cache"]["tuning"]
+    tuning = json.loads((save_dir / "neural_cache.json").read_text())
     assert tuning["best"] == min(tuning["grid"], key=lambda g: g["perplexity"])
-    assert protocols["cache"]["valid"]["perplexity"] == pytest.approx(tuning["best"]["perplexity"], abs=0.01)
-    assert tuning["without_cache"] == pytest.approx(protocols["classic"]["valid"]["perplexity"], abs=0.01)
-    goals = {g["protocol"]: g for g in protocols["goals"] if "protocol" in g}
-    assert goals["cache"]["test_ppl"] == protocols["cache"]["test"]["perplexity"]
-    assert goals["cache"]["met"] == (goals["cache"]["test_ppl"] <= 110 and goals["cache"]["train_wall_s"] <= 3600)
+    assert tuned["cache"]["perplexity"] == tuning["best"]["perplexity"] and tuned["cache"]["size"] == tuning["best"]["size"]
+    assert evals["cache", "valid"]["perplexity"] == pytest.approx(tuning["best"]["perplexity"], abs=0.01)
+    assert tuned["cache"]["without"] == pytest.approx(evals["classic", "valid"]["perplexity"], abs=0.01)
+    assert evals["cache", "test"]["vs_classic"] == round(evals["cache", "test"]["perplexity"]
+                                                         / evals["classic", "test"]["perplexity"] - 1, 4)
     cache_log = (tmp_path / "ckpt" / "compare-adaptive-quick" / "eval_test_cache.log").read_text()
     assert f"'neural_cache_size': {tuning['best']['size']}" in cache_log
     # Dynamic evaluation too: tuned on valid, scored with that setting, alone and with the cache.
-    tuned = protocols["dynamic"]["tuning"]["best"]
-    assert tuned == min(protocols["dynamic"]["tuning"]["grid"], key=lambda g: g["perplexity"])
+    dynamic_tuning = json.loads((save_dir / "dynamic_eval.json").read_text())
+    tuned = dynamic_tuning["best"]
+    assert tuned == min(dynamic_tuning["grid"], key=lambda g: g["perplexity"])
     for protocol in ("dynamic", "dynamic_cache"):
         log = (save_dir / f"eval_test_{protocol}.log").read_text()
         assert f"'dynamic_eval': True, 'dynamic_eval_lr': {tuned['lr']}, 'dynamic_eval_decay': {tuned['decay']}" in log
         assert ("'neural_cache_size': 0," in log) == (protocol == "dynamic")
-    assert protocols["dynamic"]["test"]["seconds"] > 0
+    assert evals["dynamic", "test"]["seconds"] > 0
     # The evaluations read the statistics the tuner gathered and kept beside the checkpoint.
     kept = str(save_dir / "dynamic_eval_stats.pt")
-    assert protocols["dynamic"]["tuning"]["statistics_file"] == kept
-    assert protocols["dynamic"]["test"]["dynamic_eval_statistics"] == {"read_from": kept}
-    assert {g["goal"]: g["met"] for g in protocols["goals"] if "protocol" not in g}.keys() == {
-        "dynamic evaluation's test perplexity >= 25% below the static classic one",
-        "dynamic evaluation with the cache below both alone", "test scored with dynamic evaluation in <= 15 min"}
+    assert dynamic_tuning["statistics_file"] == kept
+    assert evals["dynamic", "test"]["statistics_from_file"] is True  # the file notes it, without the absolute path
+    assert f"gradient statistics read from {kept}" in (save_dir / "eval_test_dynamic.log").read_text()
     # A second run redoes nothing.
     _, again = run(protocols_sh, env=env)
     assert "Loss (base 2)" not in again and "without the cache" not in again and "without dynamic" not in again

@@ -50,9 +50,12 @@ def test_wikitext103_recipe_runs_end_to_end_from_a_local_archive(tmp_path):
 
     result = json.loads((tmp_path / "results" / "wikitext103_quick.json").read_text())
     save_dir = tmp_path / "ckpt" / "wikitext103_quick"
-    for protocol, suffix in ((result, ""), (result["classic"], "_classic")):
+    evals = {(c["params"]["protocol"], c["params"]["split"]): c["metrics"] for c in result["cases"]
+             if c["params"]["phase"] == "eval"}
+    assert set(evals) == {(p, s) for p in ("blocks", "classic") for s in ("valid", "test")} and result["goals"] == []
+    for protocol, suffix in (("blocks", ""), ("classic", "_classic")):
         for split in ("valid", "test"):
-            assert protocol[split]["perplexity"] > 1
+            assert evals[protocol, split]["perplexity"] > 1
             assert f"Evaluated {counts[split]:,} tokens" in (save_dir / f"eval_{split}{suffix}.log").read_text()
     assert "33.0 test perplexity" in result["note"] and "published" in result["note"]
     state = torch.load(save_dir / "checkpoint_best.pt", weights_only=False)
