@@ -1,11 +1,12 @@
 """Dynamic evaluation through fairseq-eval-lm and the tuner, on a trained checkpoint."""
 
+import subprocess
 import sys
 
 import pytest
 import torch
 
-from helpers import FREQSORTED, eval_lm, eval_result, train
+from helpers import FREQSORTED, PLUGIN, eval_lm, eval_result, fairseq_cli, train
 from fairseq_adasoft import tune
 from fairseq_adasoft.presets import DYNAMIC_EVAL
 
@@ -133,3 +134,13 @@ def test_an_empty_split_is_named_not_divided_by():
     model = type("Model", (), {"decoder": None})()
     with pytest.raises(ValueError, match="--subset valid: the split gave no tokens to score"):
         tune.score(model, [], 10, "valid")
+
+
+def test_interactive_generation_is_refused_before_the_statistics_are_gathered(data_bin, trained_checkpoint):
+    """fairseq-interactive stops at the first decoding step, without the pass over the
+    training split that dynamic evaluation's statistics cost (it used to make it first)."""
+    proc = subprocess.run([fairseq_cli("fairseq-interactive"), data_bin, "--user-dir", PLUGIN, "--path", trained_checkpoint,
+                           *DYNAMIC, "--cpu"], input="w000 w001\n", capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "--dynamic-eval scores given text (fairseq-eval-lm); it cannot generate" in out
+    assert "gradient statistics" not in out
