@@ -81,7 +81,7 @@ def eval_cases(evals: dict) -> list:
 
 
 def tuning_case(protocol: str, tuning: dict) -> dict:
-    """A tuner's file (python -m fairseq_adasoft.tune cache | dynamic-eval) as one case: its best setting and what it beat."""
+    """A tuner's file (fairseq_adasoft.tune's) as one case: its best setting and what it beat."""
     without = tuning.get("without_cache", tuning.get("without_dynamic_eval"))
     metrics = {"tokens": tuning["tokens"], "streams": tuning["streams"], "settings_tried": len(tuning["grid"]),
                "without": without, **tuning["best"]}
