@@ -95,37 +95,28 @@ def value(case: dict, key: str):
     return case["params"][key] if key in case["params"] else case["metrics"].get(key)
 
 
-def table(header: list, rows: list) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-def provenance(stem: str) -> str:
-    r = load(stem)
-    return f"`{stem}.json`: {machine(r)}, {r['date'][:10]}, revision `{r['git_revision'][:7]}`"
-
-
-def goal_lines(goals: list) -> list:
-    return [f"- {g['name']}: {fmt(g['value'])} (target {fmt(g['threshold'])}): {'met' if g['met'] else '**not met**'}"
-            for g in goals]
+def row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def section(s: dict, shown: set = None) -> str:
     """A section's table, and under it each file's goals (those in the file: only where the page first shows it)."""
     several, shown = len(s["files"]) > 1, set() if shown is None else shown
-    rows, goals = [], []
+    header = (["file (machine)"] if several else []) + list(s["columns"])
+    lines, goals, where = [row(header), "|" + "---|" * len(header)], [], []
     for stem in s["files"]:
         record = load(stem)
-        for case in select(record, s.get("where", {})):
-            rows.append(([f"`{stem}.json` ({machine(record)})"] if several else [])
-                        + [fmt(value(case, c.partition(":")[0]), c.partition(":")[2]) for c in s["columns"].values()])
+        where.append(f"`{stem}.json`: {machine(record)}, {record['date'][:10]}, revision `{record['git_revision'][:7]}`")
+        lines += [row(([f"`{stem}.json` ({machine(record)})"] if several else [])
+                      + [fmt(value(case, c.partition(":")[0]), c.partition(":")[2]) for c in s["columns"].values()])
+                  for case in select(record, s.get("where", {}))]
         judged = ([] if stem in shown else record["goals"]) + (s["goals"](record) if "goals" in s else [])
         shown.add(stem)
-        if judged:
-            goals += ["", f"The project's stated targets, judged on `{stem}.json`:", ""] + goal_lines(judged)
-    header = (["file (machine)"] if several else []) + list(s["columns"])
-    return "\n".join([f"## {s['title']}", "", f"`{s['command']}`; " + "; ".join(map(provenance, s["files"])) + ".",
-                      *(["", s["text"]] if s.get("text") else []), "", table(header, rows), *goals])
+        goals += ["", f"The project's stated targets, judged on `{stem}.json`:", ""] * bool(judged) + [
+            f"- {g['name']}: {fmt(g['value'])} (target {fmt(g['threshold'])}): {'met' if g['met'] else '**not met**'}"
+            for g in judged]
+    return "\n".join([f"## {s['title']}", "", f"`{s['command']}`; " + "; ".join(where) + ".",
+                      *(["", s["text"]] if s.get("text") else []), "", *lines, *goals])
 
 
 def sections() -> list:
