@@ -1,6 +1,7 @@
-"""The flags listing, ``python -m fairseq_adasoft [--markdown]`` (``__main__.py`` runs it): every flag the plugin adds to
-fairseq, grouped by component, with its type, default and help, read from the
-components' dataclasses (``--markdown`` renders docs/flags.md).
+"""The flags listing, ``python -m fairseq_adasoft [--markdown]`` (``__main__.py``
+runs it): every flag the plugin adds to fairseq, grouped by component, with its
+type, default and help, read from the components' dataclasses (``--markdown``
+renders docs/flags.md).
 
 fairseq's own ``--help`` prints before it adds the model's and the task's
 flags, so it cannot show these.

@@ -200,7 +200,8 @@ TUNERS = {
 
 
 def arguments(argv: List[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     tuners = parser.add_subparsers(dest="tuner", required=True, metavar="{" + ",".join(TUNERS) + "}")
     for name, (doc, streams, output, *_, what) in TUNERS.items():
         sub = tuners.add_parser(name, description=doc, help=f"tune {what}, writing <save-dir>/{output}",
@@ -210,7 +211,8 @@ def arguments(argv: List[str]) -> argparse.Namespace:
         sub.add_argument("--subset", default="valid", help="split to tune on (never the test split)")
         sub.add_argument("--streams", type=int, default=streams, help="contiguous streams read side by side")
         if name == "dynamic-eval":
-            sub.add_argument("--tokens", type=int, default=TOKENS, help="score each setting on the split's first N tokens")
+            sub.add_argument("--tokens", type=int, default=TOKENS,
+                             help="score each setting on the split's first N tokens")
     return parser.parse_args(argv)
 
 

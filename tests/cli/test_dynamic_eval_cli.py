@@ -139,8 +139,9 @@ def test_an_empty_split_is_named_not_divided_by():
 def test_interactive_generation_is_refused_before_the_statistics_are_gathered(data_bin, trained_checkpoint):
     """fairseq-interactive stops at the first decoding step, without the pass over the
     training split that dynamic evaluation's statistics cost (it used to make it first)."""
-    proc = subprocess.run([fairseq_cli("fairseq-interactive"), data_bin, "--user-dir", PLUGIN, "--path", trained_checkpoint,
-                           *DYNAMIC, "--cpu"], input="w000 w001\n", capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([fairseq_cli("fairseq-interactive"), data_bin, "--user-dir", PLUGIN,
+                           "--path", trained_checkpoint, *DYNAMIC, "--cpu"],
+                          input="w000 w001\n", capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "--dynamic-eval scores given text (fairseq-eval-lm); it cannot generate" in out
     assert "gradient statistics" not in out

@@ -218,7 +218,8 @@ def test_generation_is_refused_before_the_statistics_are_gathered(data_bin):
 
     task, model = built(data_bin)
     read, setup = [], model.decoder.dynamic_eval.setup
-    model.decoder.use_dynamic_eval(setup._replace(statistics_batches=lambda: read.append(1) or setup.statistics_batches()))
+    counted = lambda: read.append(1) or setup.statistics_batches()  # noqa: E731
+    model.decoder.use_dynamic_eval(setup._replace(statistics_batches=counted))
     d = task.target_dictionary
     prefix = torch.tensor([[d.index("w000"), d.index("w001")]])
     sample = {"net_input": {"src_tokens": prefix, "src_lengths": torch.tensor([2])}}
