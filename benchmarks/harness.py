@@ -105,7 +105,8 @@ def train_wps(flags: list, updates: int) -> dict:
 
 def _merge(samples: list) -> dict:
     """One case's metrics over its repeats: a number (or a spread's median) measured more than once becomes a spread."""
-    numeric = lambda vs: len(vs) > 1 and all(isinstance(v, (int, float, dict)) and not isinstance(v, bool) for v in vs)  # noqa: E731
+    def numeric(vs):
+        return len(vs) > 1 and all(isinstance(v, (int, float, dict)) and not isinstance(v, bool) for v in vs)
     return {k: spread([median(s[k]) for s in samples]) if numeric([s[k] for s in samples]) else samples[0][k]
             for k in samples[0]}
 
@@ -144,7 +145,8 @@ def goal(name: str, value, threshold: float, at_most: bool = False) -> dict:  # 
 
 
 def arguments(repeats: int = 1) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=repeats, help="rounds over all cases (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="a few small cases, to check the benchmark runs; writes nothing")
     p.add_argument("--tag", default="", help="appended to the results file's name, e.g. avx2")
