@@ -126,6 +126,11 @@ def train_losses(output):
     return train_interval_values(output, "loss")
 
 
+def saved(path):
+    """A checkpoint file's saved dict, on the CPU (fairseq pickles more than tensors)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def training_config(data, *extra, arch="qrnn_lm", criterion="adaptive_softmax", task="language_modeling_freqsorted"):
     """fairseq-train's configuration for these arguments (on the CPU), parsed in-process."""
     args = options.parse_args_and_arch(

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from helpers import ROOT, eval_lm, eval_result, fairseq_cli, run, train, train_args
+from helpers import ROOT, eval_lm, eval_result, fairseq_cli, run, saved, train, train_args
 
 from fairseq_adasoft import compat
 
@@ -24,7 +24,7 @@ LOADED_RE = re.compile(r"Loaded checkpoint \S+checkpoint_last\.pt \(epoch \d+ @ 
 
 
 def updates_of(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["optimizer_history"][-1]["num_updates"]
+    return saved(path)["optimizer_history"][-1]["num_updates"]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_a_checkpoint_saved_with_output_gate_keeps_its_gate(data_bin, tmp_path, 
     train(data_bin, "--max-update", "2", "--no-epoch-checkpoints", "--save-dir", tmp_path,
           *([] if gate else ["--no-output-gate"]))
     new, old = tmp_path / "checkpoint_last.pt", tmp_path / "old.pt"
-    state = torch.load(new, map_location="cpu", weights_only=False)
+    state = saved(new)
     state["cfg"]["model"]["output_gate"] = not state["cfg"]["model"].pop("no_output_gate")
     torch.save(state, old)
     (model,), _ = checkpoint_utils.load_model_ensemble([str(old)], arg_overrides={"data": str(data_bin)})

@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from helpers import (FREQSORTED, PLUGIN, ROOT, eval_lm, eval_result, fairseq_cli, own_test_nll, run, torchrun, train,
-                     train_losses)
+from helpers import (FREQSORTED, PLUGIN, ROOT, eval_lm, eval_result, fairseq_cli, own_test_nll, run, saved, torchrun,
+                     train, train_losses)
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def test_ddp_two_processes(data_bin, tmp_path, ddp_backend):
     # Each rank reads half of the epoch's batches.
     per_epoch = lambda log: int(re.search(r"grouped total_num_itrs = (\d+)", log).group(1))  # noqa: E731
     assert per_epoch(out) == math.ceil(per_epoch(single) / 2)
-    state = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    state = saved(save / "checkpoint_last.pt")
     assert state["optimizer_history"][-1]["num_updates"] == 10
     assert state["cfg"]["distributed_training"]["distributed_world_size"] == 2
     assert train_losses(out)[-1] < train_losses(out)[0]
@@ -130,7 +130,7 @@ def test_store_ema_averages_the_weights_and_they_evaluate(data_bin, tiny_corpus,
           "--save-dir", save)
 
     def weights(path):
-        return torch.load(path, map_location="cpu", weights_only=False)["model"]
+        return saved(path)["model"]
 
     # Before --ema-start-update fairseq copies the weights; from it on, it averages.
     expected = weights(next(save.glob(f"checkpoint_*_{start - 1}.pt")))
@@ -138,7 +138,7 @@ def test_store_ema_averages_the_weights_and_they_evaluate(data_bin, tiny_corpus,
         new = weights(next(save.glob(f"checkpoint_*_{n}.pt")))
         expected = {k: v if not v.is_floating_point() else decay * expected[k] + (1 - decay) * new[k]
                     for k, v in new.items()}
-    state = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    state = saved(save / "checkpoint_last.pt")
     ema = state["extra_state"]["ema"]
     assert ema.keys() == expected.keys()
     for key in ema:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import FREQSORTED, PLUGIN, eval_lm, eval_result, fairseq_cli, own_test_nll, run, train, train_losses
+from helpers import FREQSORTED, PLUGIN, eval_lm, eval_result, fairseq_cli, own_test_nll, run, saved, train, train_losses
 import fairseq_adasoft  # noqa: F401  (installs the numpy shim, registers the task)
 from fairseq_adasoft import average_checkpoints
 from fairseq_adasoft.models.qrnn_lm import QRNNLanguageModel
@@ -48,7 +48,7 @@ def test_numpy_compat_shim():
 
 
 def test_hub_loads_the_freqsorted_task_and_vocabulary(lm, save_dir):
-    state = torch.load(save_dir / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    state = saved(save_dir / "checkpoint_last.pt")
     assert isinstance(lm.task, FreqSortedLanguageModelingTask)
     assert lm.task.dictionary.symbols == state["task_state"]["dictionary_symbols"]
 
@@ -112,7 +112,7 @@ def test_train_with_sample_break_mode_eos(data_bin, tmp_path):
     _, out = train(data_bin, "--sample-break-mode", "eos", "--max-update", "20", "--save-dir", save)
     losses = train_losses(out)
     assert len(losses) == 4 and all(map(math.isfinite, losses)) and losses[-1] < losses[0], losses
-    state = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    state = saved(save / "checkpoint_last.pt")
     assert state["cfg"]["task"]["sample_break_mode"] == "eos"
     assert state["optimizer_history"][-1]["num_updates"] == 20
 
@@ -121,8 +121,8 @@ def test_average_is_the_mean_and_evaluates(save_dir, data_bin, tiny_corpus, tmp_
     averaged = tmp_path / "avg.pt"
     run([fairseq_cli("python"), "-m", "fairseq_adasoft.average_checkpoints", "--inputs", save_dir,
          "--num-update-checkpoints", "2", "--output", averaged])
-    newest = [torch.load(save_dir / name, map_location="cpu", weights_only=False) for name in UPDATE_CHECKPOINTS[:2]]
-    avg = torch.load(averaged, map_location="cpu", weights_only=False)
+    newest = [saved(save_dir / name) for name in UPDATE_CHECKPOINTS[:2]]
+    avg = saved(averaged)
     assert avg["model"].keys() == newest[0]["model"].keys()
     for key, value in avg["model"].items():
         if value.is_floating_point():
@@ -145,8 +145,8 @@ def test_average_of_listed_files_and_upper_bound(save_dir, tmp_path):
     average_checkpoints.main(["--inputs", *(str(save_dir / n) for n in UPDATE_CHECKPOINTS[1:]), "--output", str(listed)])
     average_checkpoints.main(["--inputs", str(save_dir), "--num-update-checkpoints", "2",
                               "--checkpoint-upper-bound", "20", "--output", str(bounded)])
-    a = torch.load(listed, map_location="cpu", weights_only=False)["model"]
-    b = torch.load(bounded, map_location="cpu", weights_only=False)["model"]
+    a = saved(listed)["model"]
+    b = saved(bounded)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -163,7 +163,7 @@ def test_average_bad_inputs_name_the_file(save_dir, tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"checkpoint '{truncated}' cannot be read")):
         main(["--inputs", good, str(truncated), "--output", out])
 
-    state = torch.load(good, map_location="cpu", weights_only=False)
+    state = saved(good)
     wider = dict(state, model=dict(state["model"], **{
         "decoder.embed_tokens.weight": torch.zeros(128, 40)}))
     torch.save(wider, tmp_path / "wider.pt")

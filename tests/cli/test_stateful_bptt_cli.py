@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from helpers import FREQSORTED, eval_lm, eval_result, own_test_nll, run, torchrun, train, train_losses
+from helpers import FREQSORTED, eval_lm, eval_result, own_test_nll, run, saved, torchrun, train, train_losses
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ def test_resume_mid_epoch_continues_the_streams_exactly(data_bin, tmp_path):
     straight = train_losses(train_stateful(data_bin, tmp_path / "straight", 8))
     train_stateful(data_bin, tmp_path / "resumed", 4)  # "killed" after 4 updates, mid-epoch
     checkpoint = tmp_path / "resumed" / "checkpoint_last.pt"
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = saved(checkpoint)
     assert state["extra_state"]["train_iterator"]["iterations_in_epoch"] == 4
     assert state["model"]["decoder.carried.train.c0"].abs().sum() > 0
 
@@ -48,7 +48,7 @@ def test_ddp_streams_train_and_checkpoint_every_rank_state(data_bin, tmp_path):
     batches = lambda log: int(next(l for l in log.splitlines() if "grouped total_num_itrs" in l).split()[-1])  # noqa: E731
     # 2 ranks x 2 streams cover the epoch in as many windows as 1 rank x 4 streams.
     assert batches(out) == batches(single)
-    state = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    state = saved(save / "checkpoint_last.pt")
     assert state["optimizer_history"][-1]["num_updates"] == batches(out)
     for key in ("decoder.carried.train.c0", "decoder.carried.train.x0"):
         rows = state["model"][key]  # 4 streams x features, rank 1's rows shared with rank 0

@@ -14,7 +14,7 @@ from fairseq.optim.lr_scheduler.polynomial_decay_schedule import (
     PolynomialDecayLRScheduleConfig,
 )
 
-from helpers import TRAIN, train, train_interval_values
+from helpers import TRAIN, saved, train, train_interval_values
 from fairseq_adasoft.lr_schedulers.timed_polynomial_decay import (
     TimedPolynomialDecayConfig,
     TimedPolynomialDecaySchedule,
@@ -139,7 +139,7 @@ def test_fairseq_train_decays_over_stop_time_hours_and_resumes_the_clock(data_bi
     step_tolerance = 0.08 * lr
 
     def clocks():
-        state = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+        state = saved(save / "checkpoint_last.pt")
         elapsed = state["optimizer_history"][-1]["lr_scheduler_state"]["elapsed_s"]
         return elapsed, state["extra_state"]["previous_training_time"]  # fairseq's own training clock
 
