@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from helpers import FREQSORTED, PLUGIN, eval_lm, eval_result, fairseq_cli, train
+from helpers import FREQSORTED, PLUGIN, eval_lm, eval_result, fairseq_cli, saved, train
 from fairseq_adasoft import tune
 from fairseq_adasoft.presets import DYNAMIC_EVAL
 
@@ -68,7 +68,7 @@ def test_adapting_lowers_the_perplexity_alone_and_with_the_cache(printed):
 
 
 def test_a_checkpoint_saved_before_dynamic_evaluation_existed(data_bin, trained_checkpoint, printed, tmp_path):
-    state = torch.load(trained_checkpoint, map_location="cpu", weights_only=False)
+    state = saved(trained_checkpoint)
     task_cfg, model_cfg = state["cfg"]["task"], state["cfg"]["model"]
     for key in [k for k in task_cfg if k.startswith("dynamic_eval")]:
         del task_cfg[key]
