@@ -61,7 +61,7 @@ def goals(cases):  # each setup's words/s over lstm_lm + adaptive_loss's, and th
 SECTIONS = [dict(title="Training words/s through fairseq-train", command="python -m benchmarks.lm_throughput",
                  files=["lm_throughput", "lm_throughput_avx2"], columns={"setup": "setup", "words/s": "words_per_s:,.0f",
                                                                         "/ lstm_lm + adaptive_loss": "over_lstm_adaptive_loss:.2f"},
-                 text=f"The seed's 4 x {SIZE} QRNN or LSTM, the main job's batch, {UPDATES} updates; the goal's value "
+                 text=f"The seed's 4 x {SIZE} QRNN or LSTM, the main job's batch, {UPDATES} updates; the target's value "
                       "is qrnn_lm + adaptive softmax's words/s over lstm_lm + adaptive_loss's."),
             dict(title="The main job's model at each QRNN width", command="python -m benchmarks.lm_throughput --widths",
                  files=["width_throughput"], columns={"QRNN width": "hidden_size", "precision": "precision",

@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 COMMAND = "python -m benchmarks.report"
 # docs/results.md's order; a module with SECTIONS not named here follows, by name.
-ORDER = ["wikitext2", "lm_throughput", "output_layer", "vocab_scaling", "qrnn_layer", "cpu_bf16", "width_throughput",
-         "eval_lm", "large_vocab", "logit_layout", "test_suite"]
+ORDER = ["wikitext2", "lm_throughput", "output_layer", "qrnn_layer", "cpu_bf16", "eval_lm", "large_vocab", "logit_layout",
+         "test_suite"]
 BLOCK = re.compile(r"(<!-- (\w[\w-]*):begin\n(.*?)\n-->\n)(.*?)(<!-- \2:end -->)", re.S)
 # Format specs beyond Python's: seconds as minutes, a ratio as "2.50x".
 UNITS = {"min": lambda s: f"{s / 60:.1f} min", "x": lambda r: f"{r:.2f}x"}
