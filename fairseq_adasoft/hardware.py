@@ -47,3 +47,7 @@ def cpu_family_model(cpu: dict) -> dict:
     a model name such as "AMD EPYC" does not tell CPU generations apart."""
     keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model"}
     return {name: int(cpu[key]) if cpu[key].isdigit() else cpu[key] for key, name in keys.items() if key in cpu}
+
+
+if __name__ == "__main__":  # the recipes' probe, run as a file: torch alone, not the package's fairseq import
+    print(int(cpu_has_native_bf16()))

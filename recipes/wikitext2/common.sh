@@ -40,7 +40,7 @@ load_presets() {
 # MAIN_PRECISION says which. Needs load_presets.
 main_job_flags() {
   read -ra MAIN_FLAGS <<< "$PRESET_TRAIN_FLAGS"
-  if [ "$("$PY" -c 'from fairseq_adasoft.hardware import cpu_has_native_bf16; print(int(cpu_has_native_bf16()))')" = 1 ]; then
+  if [ "$("$PY" "$PLUGIN_DIR/hardware.py")" = 1 ]; then
     # The architecture's dropout: more did worse over a bf16 hour (docs/experiments/wikitext2-cpu-hour.md, step 14).
     MAIN_FLAGS+=(--cpu-autocast-bf16)
     MAIN_PRECISION=bf16
