@@ -18,7 +18,6 @@ from typing import Optional
 
 import torch
 from fairseq import utils
-from fairseq.criterions.adaptive_loss import AdaptiveLoss
 from fairseq.distributed import utils as distributed_utils
 from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
@@ -27,6 +26,7 @@ from omegaconf import II
 from fairseq_adasoft.modules import DynamicEvalSetup, NeuralCache
 from fairseq_adasoft.presets import DYNAMIC_EVAL
 from fairseq_adasoft.flag_ranges import AT_LEAST_ONE, POSITIVE, SHARE, Range, check_flag_ranges
+from fairseq_adasoft.tasks.adaptive_loss_guard import refuse_adaptive_loss, refuse_adaptive_loss_config
 from fairseq_adasoft.tasks.cutoff_resolution import log_cluster_shares, resolve_cutoffs
 from fairseq_adasoft.tasks.splits import check_split
 from fairseq_adasoft.tasks.streams import StreamBatches, TokenStream, load_token_stream, stream_batch_iterator
@@ -36,12 +36,6 @@ from fairseq_adasoft.tasks.vocabulary import RemapTokensDataset, check_data_dir,
 # WikiText-2's validation split for qrnn_lm_wikitext2.
 NEURAL_CACHE_THETA = 6.0
 NEURAL_CACHE_LAMBDA = 0.25
-
-# Said when fairseq-train builds the criterion, and at each step (for a criterion built another way).
-ADAPTIVE_LOSS_REFUSAL = (
-    "--criterion adaptive_loss only serves fairseq's own AdaptiveSoftmax; this model's "
-    "output layer is served by --criterion adaptive_softmax (adaptive or full softmax)"
-)
 
 
 @dataclass
@@ -225,7 +219,7 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         for flag, on in (("--neural-cache-size", self.args.neural_cache_size), ("--dynamic-eval", self.args.dynamic_eval)):
             if on:
                 raise ValueError(f"{flag} is an evaluation option (fairseq-eval-lm): drop it from fairseq-train")
-        _refuse_adaptive_loss(model, criterion)
+        refuse_adaptive_loss(_unwrap(model), criterion)
         out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         stream = sample.get("net_input", {}).get("stream")
         if stream is not None and distributed_utils.get_data_parallel_world_size() > 1:
@@ -233,7 +227,7 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         return out
 
     def valid_step(self, sample, model, criterion):
-        _refuse_adaptive_loss(model, criterion)
+        refuse_adaptive_loss(_unwrap(model), criterion)
         return super().valid_step(sample, model, criterion)
 
     def _check_training_precision(self) -> None:
@@ -277,9 +271,7 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
 
     def build_criterion(self, cfg):
         # fairseq-train builds the model first: refuse adaptive_loss before its own --ddp-backend check
-        name = getattr(cfg, "_name", None) or getattr(cfg, "criterion", None)  # a dataclass config, or args
-        if name == "adaptive_loss" and not getattr(self, "fairseq_adaptive_softmax", True):
-            raise ValueError(ADAPTIVE_LOSS_REFUSAL)
+        refuse_adaptive_loss_config(cfg, getattr(self, "fairseq_adaptive_softmax", True))
         return super().build_criterion(cfg)
 
     def _use_dynamic_eval(self, model) -> None:
@@ -299,12 +291,3 @@ def _unwrap(model):
     while hasattr(model, "module"):  # DDP wrappers
         model = model.module
     return model
-
-
-def _refuse_adaptive_loss(model, criterion) -> None:
-    """fairseq's adaptive_loss drives fairseq's own AdaptiveSoftmax (through
-    ``adapt_target``); ours, or a full softmax, it would misread."""
-    if isinstance(criterion, AdaptiveLoss):
-        layer = getattr(_unwrap(model).decoder, "adaptive_softmax", None)
-        if not hasattr(layer, "adapt_target"):
-            raise ValueError(ADAPTIVE_LOSS_REFUSAL)
