@@ -107,7 +107,9 @@ class DynamicEval:
         with torch.enable_grad():
             log_p = target_log_probs(features, target)
             _zero_grad(params)
-            mean_nll(log_p, target, self.pad).backward()
+            loss = mean_nll(log_p, target, self.pad)
+            loss.backward()
+        self._warn_if_diverged(loss)
         self.update.step()
         _zero_grad(params)
         scored = log_p.detach()
@@ -122,6 +124,23 @@ class DynamicEval:
                              "not whole distributions")
 
         return LazyLogProbs(tuple(target.shape), self.vocab_size, scored.dtype, scored.device, at, full)
+
+    def _warn_if_diverged(self, loss: Tensor) -> None:
+        """One warning per setting (learning rate, decay) once a batch's loss is no longer finite:
+        the perplexity will be inf or nan, and the settings are what to change."""
+        update = self.update
+        setting = (update.lr, update.decay)
+        if getattr(self, "_warned_setting", None) == setting or bool(torch.isfinite(loss.detach())):
+            return
+        self._warned_setting = setting
+        if update.steps == 0:
+            logger.warning("--dynamic-eval: the loss of the first batch is %s, before any step: the trained "
+                           "model's own scores are not finite", loss.item())
+        else:
+            logger.warning("--dynamic-eval: the weights diverged at step %d (the loss of batch %d is %s); the "
+                           "perplexity will be inf or nan: lower --dynamic-eval-lr (currently %g) or raise "
+                           "--dynamic-eval-decay (currently %g)",
+                           update.steps, update.steps + 1, loss.item(), update.lr, update.decay)
 
     def _gather_statistics(self, params: List[nn.Parameter], batch_loss: Callable[[dict], Tensor]) -> List[Tensor]:
         """MS_g over the training batches, from the trained weights: the rms per parameter."""

@@ -130,14 +130,18 @@ fi
 if has_cuda; then
   DEVICE_FLAGS=(--fp16)
   DIST_BACKEND=nccl
-  echo "train: CUDA GPU found; training with --fp16"
+  echo "train: CUDA GPU found; training on GPU ($NPROC process$([ "$NPROC" = 1 ] || echo es) per machine) in fp16" \
+       "(--fp16: fp16 weights and activations, fp32 master weights in the optimizer)"
 else
   DEVICE_FLAGS=(--cpu)
   DIST_BACKEND=gloo
+  CPU_PROCS="$NPROC process$([ "$NPROC" = 1 ] || echo es)$([ "$NNODES" = 1 ] || echo " on each of $NNODES machines")"
   if [[ " $* " == *" --cpu-autocast-bf16 "* ]]; then
-    echo "train: no CUDA GPU; training on CPU with bf16 matmuls (--cpu-autocast-bf16; the recurrence, softmax and loss in fp32)"
+    echo "train: no CUDA GPU; training on CPU ($CPU_PROCS) with bf16 autocast matmuls and fp32 weights" \
+         "(--cpu-autocast-bf16; the recurrence, softmax, loss and optimizer state in fp32)"
   else
-    echo "train: no CUDA GPU; training in fp32 on CPU (fairseq's --fp16 needs CUDA: its FP16Optimizer fails on CPU)"
+    echo "train: no CUDA GPU; training on CPU ($CPU_PROCS) in fp32: fp32 weights and matmuls" \
+         "(fairseq's --fp16 needs CUDA: its FP16Optimizer fails on CPU)"
   fi
   cpu_malloc_settings
 fi

@@ -227,3 +227,20 @@ def test_generation_is_refused_before_the_statistics_are_gathered(data_bin):
     with pytest.raises(ValueError, match="--dynamic-eval scores given text .*it cannot generate"):
         generator.generate([model], sample, prefix_tokens=prefix)
     assert read == [] and not model.decoder.dynamic_eval.started
+
+
+def test_divergence_warns_once_naming_the_learning_rate(data_bin, caplog):
+    """A learning rate that blows the weights up: one warning naming --dynamic-eval-lr, however
+    many batches score inf or nan after it; a sane one: none."""
+    task, model = built(data_bin, "--dynamic-eval-lr", "1e30")
+    with caplog.at_level("WARNING", logger="fairseq_adasoft.models.dynamic_eval"):
+        scores = torch.cat(fairseq_scores(task, model))
+    assert not scores.isfinite().all()
+    warned = [r.getMessage() for r in caplog.records if "--dynamic-eval-lr" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert "diverged at step" in warned[0] and "currently 1e+30" in warned[0]
+    caplog.clear()
+    task, model = built(data_bin)
+    with caplog.at_level("WARNING", logger="fairseq_adasoft.models.dynamic_eval"):
+        assert torch.cat(fairseq_scores(task, model)).isfinite().all()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
