@@ -14,6 +14,8 @@ from fairseq_adasoft.provenance import spread
 EVAL_RE = re.compile(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.]+)")
 # fairseq-eval-lm's other result line: tokens scored, seconds, tokens/s.
 EVALUATED_RE = re.compile(r"Evaluated ([0-9,]+) tokens in ([0-9.]+)s \(([0-9.]+) tokens/s\)")
+# The cache's runs' second result line (ScoreTally.line): the same pass scored without the cache.
+WITHOUT_CACHE_RE = re.compile(r"without the cache: Loss \(base 2\) ([0-9.]+), Perplexity ([0-9.]+)")
 # models/dynamic_eval.py's log lines: the statistics gathered in this run, or read from a kept file.
 STATISTICS_GATHERED_RE = re.compile(r"--dynamic-eval: gradient statistics from \d+ training batches \((\d+) tokens\) in ([\d.]+) s")
 STATISTICS_READ_RE = re.compile(r"--dynamic-eval: gradient statistics read from (\S+)")
@@ -65,13 +67,14 @@ def labelled_paths(specs: Iterable[str], flag: str, example: str) -> Dict[str, s
     return paths
 
 
-def read_eval(path: str) -> dict:
-    """The last fairseq-eval-lm result in the log at ``path``."""
+def read_eval(path: str, without_cache: bool = False) -> dict:
+    """The last fairseq-eval-lm result in the log at ``path`` (``without_cache``: that of the
+    same pass without the continuous cache, which the cache's runs also log)."""
     with open(path) as f:
         text = f.read()
-    found = EVAL_RE.findall(text)
+    found = (WITHOUT_CACHE_RE if without_cache else EVAL_RE).findall(text)
     if not found:
-        raise ValueError(f"{path} holds no fairseq-eval-lm result line")
+        raise ValueError(f"{path} holds no fairseq-eval-lm result line" + (" without the cache" * without_cache))
     loss, ppl = found[-1]
     timed = EVALUATED_RE.findall(text)
     extra = {"seconds": float(timed[-1][1])} if timed else {}  # fairseq's scoring time, the model loaded

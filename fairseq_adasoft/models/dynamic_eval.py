@@ -77,7 +77,11 @@ class DynamicEval:
             kept.write(rms)
         self._lazy, self._rows_always_read = lazy_embedding, rows_always_read
         lazy = [] if lazy_embedding is None else [lazy_embedding]
-        self.update = DynamicEvaluation(params, rms, self.setup.lr, self.setup.decay, lazy_rows=lazy)
+        prefix = 0  # a tied shortlist's rows 0..S-1, read by every forward, step densely
+        if rows_always_read is not None and torch.equal(rows_always_read, torch.arange(len(rows_always_read))):
+            prefix, self._rows_always_read = len(rows_always_read), None
+        self.update = DynamicEvaluation(params, rms, self.setup.lr, self.setup.decay, lazy_rows=lazy,
+                                        rows_read_every_step=prefix)
 
     def before_forward(self, tokens: Tensor) -> None:
         """Before the forward of a batch it will score: note its shape, and bring the lazy

@@ -11,4 +11,5 @@ from .forget_mult import ForgetMultFunction, forget_mult  # noqa: F401
 from .lazy_log_probs import LazyLogProbs  # noqa: F401
 from .neural_cache import CacheMemory, NeuralCache  # noqa: F401
 from .qrnn import QRNN, QRNNLayer  # noqa: F401
+from .score_tally import ScoreTally  # noqa: F401
 from .stream_state import StreamState  # noqa: F401

@@ -67,7 +67,7 @@ class DynamicEvaluation:
     2-D parameters read only where ``read_rows`` says."""
 
     def __init__(self, params: Sequence[nn.Parameter], rms: Sequence[Tensor], lr: float, decay: float,
-                 epsilon: float = EPSILON, lazy_rows: Sequence[nn.Parameter] = ()):
+                 epsilon: float = EPSILON, lazy_rows: Sequence[nn.Parameter] = (), rows_read_every_step: int = 0):
         if lr < 0 or decay < 0:
             raise ValueError(f"dynamic evaluation needs lr >= 0 and decay >= 0, got {lr} and {decay}")
         self.params = list(params)
@@ -76,6 +76,9 @@ class DynamicEvaluation:
         # The fp32 weights the steps update; for fp32 parameters, the parameters themselves.
         self.weights = [p.data if p.dtype == torch.float32 else t.clone() for p, t in zip(self.params, self.trained)]
         self.lazy = {i: None for i, p in enumerate(self.params) if any(p is q for q in lazy_rows)}
+        # Rows [0, prefix) of a lazy parameter (a tied shortlist) are read by every forward: they
+        # step densely, as a view, with the other weights.
+        self.prefix = rows_read_every_step
         self.restart(lr, decay, epsilon)
 
     def restart(self, lr: float, decay: float, epsilon: float = EPSILON) -> None:
@@ -98,6 +101,7 @@ class DynamicEvaluation:
         """Before ``rows`` of a lazy parameter are read: bring them up to date."""
         i = self._index(param)
         rows = rows.reshape(-1).to(self.row_step[i].device)
+        rows = rows[rows >= self.prefix] if self.prefix else rows  # the prefix is always up to date
         behind = rows[self.row_step[i][rows] < self.steps]
         if behind.numel():
             lag = (self.steps - self.row_step[i][behind]).to(self.weights[i].dtype).unsqueeze(1)
@@ -110,32 +114,53 @@ class DynamicEvaluation:
     @torch.no_grad()
     def step(self) -> None:
         """One step from the gradients in the parameters' ``.grad`` (None: no gradient)."""
+        # Dense weights (and lazy prefixes) step together: w += decay_scale * (t - w), then
+        # w -= lr_scale * grad, each one fused pass over every tensor.
+        decayed, trained, decay = [], [], []
+        stepped, grads, lr_scale = [], [], []
         for i, p in enumerate(self.params):
             w, t = self.weights[i], self.trained[i]
             if i in self.lazy:
-                rows = torch.cat(self.lazy[i]).unique() if self.lazy[i] else self.row_step[i][:0]
-                self.lazy[i] = []
-                grad = None if p.grad is None else _rows_of(p.grad, rows).float()
-                self._update(w, t, grad, i, rows)
-                self.row_step[i][rows] = self.steps + 1
-                self._publish(i, rows)
-                continue
-            self._update(w, t, None if p.grad is None else p.grad.float(), i)
-            self._publish(i)
+                grad = self._lazy_step(i, p.grad)
+                if not self.prefix:
+                    continue
+                w, t, p_grad = w[:self.prefix], t[:self.prefix], grad
+                d, ls = self.decay_scale[i][:self.prefix], self.lr_scale[i][:self.prefix]
+            else:
+                p_grad, d, ls = None if p.grad is None else p.grad.float(), self.decay_scale[i], self.lr_scale[i]
+            decayed.append(w), trained.append(t), decay.append(d)
+            if p_grad is not None:
+                stepped.append(w), grads.append(p_grad), lr_scale.append(ls)
+        if decayed:
+            torch._foreach_lerp_(decayed, trained, decay)
+        if stepped:
+            torch._foreach_addcmul_(stepped, grads, lr_scale, value=-1.0)
+        for i in range(len(self.params)):
+            if i not in self.lazy:
+                self._publish(i)
+            elif self.prefix:
+                self._publish(i, slice(0, self.prefix))
         self.steps += 1
 
-    def _update(self, w: Tensor, t: Tensor, grad: Optional[Tensor], i: int, rows: Optional[Tensor] = None) -> None:
-        if rows is None:
-            w.addcmul_(t - w, self.decay_scale[i])
-            if grad is not None:
-                w.addcmul_(grad, self.lr_scale[i], value=-1.0)
-            return
+    def _lazy_step(self, i: int, grad: Optional[Tensor]) -> Optional[Tensor]:
+        """Step the rows read since the last step beyond the prefix; return the prefix's gradient
+        (dense, fp32; None without a gradient)."""
+        rows = torch.cat(self.lazy[i]).unique() if self.lazy[i] else self.row_step[i][:0]
+        self.lazy[i] = []
+        prefix_grad, rows_grad = (None, None) if grad is None else _split_rows(grad, rows, self.prefix)
+        if rows.numel():
+            self._update(self.weights[i], self.trained[i], rows_grad, i, rows)
+            self.row_step[i][rows] = self.steps + 1
+            self._publish(i, rows)
+        return prefix_grad
+
+    def _update(self, w: Tensor, t: Tensor, grad: Optional[Tensor], i: int, rows: Tensor) -> None:
         new = w[rows] + (t[rows] - w[rows]) * self.decay_scale[i][rows]
         if grad is not None:
             new -= grad * self.lr_scale[i][rows]
         w[rows] = new
 
-    def _publish(self, i: int, rows: Optional[Tensor] = None) -> None:
+    def _publish(self, i: int, rows=None) -> None:
         """Copy the fp32 weights into a 16-bit parameter."""
         p, w = self.params[i], self.weights[i]
         if p.dtype == torch.float32:  # w is the parameter's own data
@@ -154,6 +179,21 @@ class DynamicEvaluation:
 
 
 
-def _rows_of(grad: Tensor, rows: Tensor) -> Tensor:
-    """Rows of a dense or sparse (COO, as ``nn.Embedding(sparse=True)`` gives) gradient, dense."""
-    return grad.index_select(0, rows).to_dense() if grad.is_sparse else grad[rows]
+def _split_rows(grad: Tensor, rows: Tensor, prefix: int):
+    """A dense or sparse (COO, as ``nn.Embedding(sparse=True)`` gives) gradient as its dense
+    rows [0, prefix) (None when prefix is 0) and its dense ``rows`` (sorted, all >= prefix), fp32."""
+    if grad.is_sparse and grad.sparse_dim() != 1:  # not by rows (a hybrid tensor): densify
+        grad = grad.to_dense()
+    if not grad.is_sparse:
+        return (grad[:prefix].float() if prefix else None), grad[rows].float()
+    grad = grad.coalesce()
+    index, values = grad.indices()[0], grad.values().float()
+    head = None
+    if prefix:
+        inside = index < prefix
+        head = values.new_zeros(prefix, *values.shape[1:]).index_copy_(0, index[inside], values[inside])
+    # Each row's place among the gradient's sorted rows; rows it does not hold get zeros.
+    place = torch.searchsorted(index, rows).clamp_(max=max(index.numel() - 1, 0))
+    held = index[place].eq(rows) if index.numel() else torch.zeros_like(rows, dtype=torch.bool)
+    picked = values[place] if index.numel() else values.new_zeros(len(rows), *values.shape[1:])
+    return head, picked * held.view(-1, *[1] * (values.dim() - 1))

@@ -23,7 +23,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 from omegaconf import II
 
-from fairseq_adasoft.modules import DynamicEvalSetup, NeuralCache
+from fairseq_adasoft.modules import DynamicEvalSetup, NeuralCache, ScoreTally
 from fairseq_adasoft.presets import DYNAMIC_EVAL
 from fairseq_adasoft.flag_ranges import AT_LEAST_ONE, POSITIVE, SHARE, Range, check_flag_ranges
 from fairseq_adasoft.tasks.adaptive_loss_guard import refuse_adaptive_loss, refuse_adaptive_loss_config
@@ -36,6 +36,9 @@ from fairseq_adasoft.tasks.vocabulary import RemapTokensDataset, check_data_dir,
 # WikiText-2's validation split for qrnn_lm_wikitext2.
 NEURAL_CACHE_THETA = 6.0
 NEURAL_CACHE_LAMBDA = 0.25
+
+
+WITHOUT_CACHE = "--neural-cache-size: the same pass without the cache"  # fairseq_adasoft.logs reads it
 
 
 @dataclass
@@ -192,14 +195,19 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
     def eval_lm_dataloader(self, dataset, max_tokens=36000, batch_size=None, max_positions=None,
                            num_shards=1, shard_id=0, num_workers=1, data_buffer_size=10, context_window=0):
         if not isinstance(dataset, TokenStream):
-            return super().eval_lm_dataloader(dataset, max_tokens, batch_size, max_positions, num_shards,
-                                              shard_id, num_workers, data_buffer_size, context_window)
-        if context_window > 0:
+            batches = super().eval_lm_dataloader(dataset, max_tokens, batch_size, max_positions, num_shards,
+                                                 shard_id, num_workers, data_buffer_size, context_window)
+        elif context_window > 0:
             raise ValueError("--context-window re-reads context for independent blocks; --stateful-bptt "
                              "carries the state instead: drop one of the two")
-        tokens = self.args.dynamic_eval_segment if self.args.dynamic_eval else self.args.tokens_per_sample
-        return stream_batch_iterator(dataset, batch_size or 1, tokens, num_shards, shard_id, num_workers=num_workers,
-                                     data_buffer_size=data_buffer_size).next_epoch_itr(shuffle=False)
+        else:
+            tokens = self.args.dynamic_eval_segment if self.args.dynamic_eval else self.args.tokens_per_sample
+            batches = stream_batch_iterator(dataset, batch_size or 1, tokens, num_shards, shard_id,
+                                            num_workers=num_workers, data_buffer_size=data_buffer_size
+                                            ).next_epoch_itr(shuffle=False)
+        # The cache's runs also report the model's own perplexity, from the same pass.
+        without = getattr(self, "without_cache", None)
+        return batches if without is None else without.logged_after(batches, WITHOUT_CACHE)
 
     def dynamic_eval_statistics(self):
         """The training batches whose gradients give dynamic evaluation's statistics: contiguous
@@ -261,8 +269,10 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         if self.args.neural_cache_size:
             if not hasattr(model, "use_neural_cache"):
                 raise ValueError(f"--neural-cache-size needs --arch qrnn_lm or a variant; drop it for {type(model).__name__}")
+            self.without_cache = ScoreTally(self.dictionary.pad())
             model.use_neural_cache(NeuralCache(self.args.neural_cache_size, self.args.neural_cache_theta,
-                                               self.args.neural_cache_lambda, pad=self.dictionary.pad()))
+                                               self.args.neural_cache_lambda, pad=self.dictionary.pad()),
+                                   self.without_cache)
         layer = getattr(model.decoder, "adaptive_softmax", None)
         if hasattr(layer, "cutoffs"):
             log_cluster_shares(layer.cutoffs[:-1], self.output_dictionary.count)

@@ -8,6 +8,7 @@ import torch
 
 from helpers import FREQSORTED, PLUGIN, eval_lm, eval_result, fairseq_cli, saved, train
 from fairseq_adasoft import tune
+from fairseq_adasoft.logs import WITHOUT_CACHE_RE
 from fairseq_adasoft.presets import DYNAMIC_EVAL
 
 pytestmark = pytest.mark.slow
@@ -37,7 +38,15 @@ def printed(data_bin, trained_checkpoint, kept_statistics):
                for name, text in out.items())
     assert f"gradient statistics kept in {kept_statistics}" in out["dynamic"]
     assert f"gradient statistics read from {kept_statistics}" in out["kept"]
-    return {name: eval_result(text) for name, text in out.items()}
+    results = {name: eval_result(text) for name, text in out.items()}
+    # A cache's run also prints its pass without the cache: the run without the cache's figure.
+    results["both_without_cache"], = WITHOUT_CACHE_RE.findall(out["both"])
+    return results
+
+
+def test_one_pass_gives_dynamic_evaluation_with_and_without_the_cache(printed):
+    assert printed["both_without_cache"] == printed["dynamic"]
+    assert printed["both"] != printed["dynamic"]
 
 
 def test_kept_statistics_score_as_gathered_ones(printed):

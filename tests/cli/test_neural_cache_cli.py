@@ -9,6 +9,7 @@ import torch
 
 from helpers import FREQSORTED, eval_lm, eval_result, load_stream, train
 from fairseq_adasoft import tune
+from fairseq_adasoft.logs import WITHOUT_CACHE_RE
 from fairseq_adasoft.modules import NeuralCache
 from references import plain_cache_probs
 
@@ -48,6 +49,8 @@ def test_eval_lm_with_the_cache_equals_the_formula_over_the_whole_stream(data_bi
     # The Markov corpus repeats its successors: remembering them helps.
     _, plain = eval_lm(data_bin, checkpoint, *SCORE, "--stateful-bptt")
     assert loss_base2(out) < loss_base2(plain)
+    # The same pass also reports the model's own figure: the run without the cache's, to print precision.
+    assert WITHOUT_CACHE_RE.findall(out) == [eval_result(plain)]
 
 
 def test_tuner_scores_as_eval_lm_does(data_bin, checkpoint):

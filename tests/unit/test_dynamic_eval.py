@@ -43,17 +43,23 @@ def test_tied_rows_with_a_sparse_gradient_give_the_dense_one():
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("dtype,sparse", [(torch.float32, False), (torch.bfloat16, False), (torch.float32, True)])
-def test_steps_follow_the_formula_with_lazy_rows_and_16_bit_weights(dtype, sparse):
+# (dtype, sparse gradient: None, "coo" or "rows" (as nn.Embedding(sparse=True) gives it), rows read by every step)
+STEP_CASES = [(torch.float32, None, 0), (torch.bfloat16, None, 0), (torch.float32, "coo", 0),
+              (torch.float32, "rows", 0), (torch.float32, "rows", 4), (torch.bfloat16, None, 4)]
+
+
+@pytest.mark.parametrize("dtype,sparse,prefix", STEP_CASES)
+def test_steps_follow_the_formula_with_lazy_rows_and_16_bit_weights(dtype, sparse, prefix):
     torch.manual_seed(0)
     embedding = nn.Parameter(torch.randn(12, 4).to(dtype))
     dense = nn.Parameter(torch.randn(5, 3).to(dtype))
     rms = [torch.rand(12, 4) + 0.01, torch.rand(5, 3) + 0.01]
-    dyn = DynamicEvaluation([embedding, dense], rms, LR, 5.0, lazy_rows=[embedding])  # some rates clip at 1
+    dyn = DynamicEvaluation([embedding, dense], rms, LR, 5.0, lazy_rows=[embedding],  # some rates clip at 1
+                            rows_read_every_step=prefix)
     expected = [embedding.detach().float().clone(), dense.detach().float().clone()]
     trained = [t.clone() for t in expected]
     for step in range(6):
-        rows = torch.randint(0, 12, (3,))
+        rows = torch.cat([torch.randint(0, 12, (3,)), torch.arange(prefix)])  # a tied shortlist reads its rows
         dyn.read_rows(embedding, rows)
         # What a forward reads is up to date, with the rows never read only decaying in between.
         tol = 1e-6 if dtype == torch.float32 else 1e-2
@@ -61,8 +67,8 @@ def test_steps_follow_the_formula_with_lazy_rows_and_16_bit_weights(dtype, spars
         grads = [torch.zeros(12, 4), torch.randn(5, 3)]
         grads[0][rows] = torch.randn(len(rows), 4)
         embedding.grad, dense.grad = grads[0].to(dtype), grads[1].to(dtype)
-        if sparse:  # as nn.Embedding(sparse=True) and weight_rows give it
-            embedding.grad = embedding.grad.to_sparse()
+        if sparse:  # "rows": as nn.Embedding(sparse=True) and weight_rows give it
+            embedding.grad = embedding.grad.to_sparse(1 if sparse == "rows" else 2)
         dyn.step()
         expected = [dynamic_eval_update(e, t, g.to(dtype).float(), r, rms, LR, 5.0, EPSILON)
                     for e, t, g, r in zip(expected, trained, grads, rms)]
