@@ -109,9 +109,9 @@ class QRNNLayer(nn.Module):
     def _resolved_gate_op(self, x: Tensor) -> str:
         if self.gate_op != "auto":
             return self.gate_op
-        # For window 2 on an AVX-512 CPU oneDNN's conv1d beats a Linear over
-        # [x_{t-1}, x_t]; on CUDA and AVX2 the GEMM wins.
-        conv_pays = self.window == 2 and x.device.type == "cpu" and cpu_conv_gates_pay()
+        # For window 2 on an AVX-512 CPU oneDNN's conv1d beats a Linear over [x_{t-1}, x_t] in
+        # training; on CUDA and AVX2, and for evaluation's few tokens per batch, the GEMM wins.
+        conv_pays = self.window == 2 and self.training and x.device.type == "cpu" and cpu_conv_gates_pay()
         return "conv" if conv_pays else "linear"
 
     def _gates_linear(self, x: Tensor, prev_x: Optional[Tensor], weight: Tensor) -> Tensor:

@@ -45,12 +45,14 @@ def test_layer_matches_the_paper(window, gate_op):
     ("AVX512", 2, "conv"), ("AVX512", 1, "linear"), ("AVX2", 2, "linear"), ("DEFAULT", 2, "linear"),
 ])
 def test_auto_gate_op_follows_the_cpu(monkeypatch, capability, window, expected):
-    """oneDNN's conv1d gates pay only on AVX-512 CPUs (benchmarks/qrnn_layer.py)."""
+    """oneDNN's conv1d gates pay only on AVX-512 CPUs (benchmarks/qrnn_layer.py), in training."""
     cpu_conv_gates_pay.cache_clear()
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     try:
         layer = QRNNLayer(C, H, window=window)
         assert layer._resolved_gate_op(torch.zeros(T, B, C)) == expected
+        assert layer.eval()._resolved_gate_op(torch.zeros(T, B, C)) == "linear"  # evaluation's few tokens
+        layer.train()
         layer.gate_op = "conv" if expected == "linear" else "linear"  # an explicit choice wins
         assert layer._resolved_gate_op(torch.zeros(T, B, C)) == layer.gate_op
     finally:
