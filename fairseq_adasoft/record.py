@@ -43,6 +43,11 @@ ABSOLUTE_PATH = re.compile(r"(?<![\w./-])/[^\s\"']+")
 # Protocols whose valid split may go unscored (one step per segment makes it slow):
 # their tuning scored the start of valid.
 TUNINGS_ONLY_VALID = ("dynamic", "dynamic_cache")
+# Protocols that protocols.sh scores in another's pass: that run's log also reports the pass
+# without the cache (its second result line).
+SAME_PASS = {"classic": "cache", "dynamic": "dynamic_cache"}
+# protocols.sh's phase times (NAME=SECONDS lines), beside the checkpoint.
+PROTOCOL_PHASES = "protocols_phases.txt"
 # The tuners' files and the protocol each one's setting serves.
 TUNINGS = {"cache": "neural_cache.json", "dynamic": "dynamic_eval.json"}
 
@@ -57,7 +62,7 @@ def model_text(settings: dict) -> str:
 
 def eval_metrics(result: dict) -> dict:
     """read_eval's figures as metrics; kept statistics are noted, not their (absolute) path."""
-    metrics = {k: result[k] for k in ("loss_base2", "perplexity", "seconds") if k in result}
+    metrics = {k: result[k] for k in ("loss_base2", "perplexity", "seconds", "same_pass_as") if k in result}
     stats = result.get("dynamic_eval_statistics") or {}
     if "gathered_s" in stats:
         metrics.update(statistics_gathered_s=stats["gathered_s"], statistics_tokens=stats["tokens"])
@@ -103,8 +108,13 @@ def read_protocols(save_dir: str, protocols) -> tuple:
     for protocol in protocols:
         evals[protocol] = {}
         for split in ("valid", "test"):
-            path = os.path.join(save_dir, f"eval_{split}{PROTOCOLS[protocol]}.log")
-            if not (split == "valid" and protocol in TUNINGS_ONLY_VALID and not has_eval(path)):
+            log = lambda p: os.path.join(save_dir, f"eval_{split}{PROTOCOLS[p]}.log")  # noqa: E731
+            path, shared = log(protocol), log(SAME_PASS.get(protocol, protocol))
+            if shared != path and has_eval(shared, without_cache=True):  # scored in the shared pass
+                result = read_eval(shared, without_cache=True)
+                evals[protocol][split] = {k: v for k, v in result.items() if k not in ("seconds", "dynamic_eval_statistics")}
+                evals[protocol][split]["same_pass_as"] = SAME_PASS[protocol]
+            elif not (split == "valid" and protocol in TUNINGS_ONLY_VALID and not has_eval(path)):
                 evals[protocol][split] = read_eval(path)  # else the tuning's valid figure stands for it
     tunings = {}
     for protocol, name in TUNINGS.items():
@@ -124,9 +134,9 @@ def record_run(save_dir: str, config: str, protocols=("blocks",), wall_seconds: 
     return run_cases(settings, train, evals, tunings, wall_seconds), f"{model_text(settings)}; {config}"
 
 
-def has_eval(path: str) -> bool:
+def has_eval(path: str, without_cache: bool = False) -> bool:
     try:
-        read_eval(path)
+        read_eval(path, without_cache)
     except (OSError, ValueError):
         return False
     return True
@@ -222,11 +232,24 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def protocol_phases(save_dir: str) -> dict:
+    """protocols.sh's phases' wall seconds, as ``protocols.NAME`` (inside run.sh's eval_classic)."""
+    path = os.path.join(save_dir, PROTOCOL_PHASES)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {f"protocols.{k}": float(v) for k, v in (line.strip().split("=", 1) for line in f if "=" in line)}
+
+
 def cases_and_note(args) -> tuple:
     if args.subcommand == "run":
         phases = {k: float(v) for k, v in (p.split("=", 1) for p in args.phase_seconds)}
+        phases["total"] = sum(phases.values())
+        # Everything after training: the evaluations and the tunings.
+        phases["after_training"] = phases["total"] - sum(phases.get(k, 0.0) for k in ("setup", "prepare", "train"))
+        phases.update(protocol_phases(args.save_dir) if args.protocols else {})  # parts of run.sh's last phase
         protocols = list(PROTOCOLS) if args.protocols else ["blocks"] + (["classic"] if args.classic else [])
-        return record_run(args.save_dir, args.config, protocols, {**phases, "total": sum(phases.values())})
+        return record_run(args.save_dir, args.config, protocols, phases)
     if args.subcommand == "protocols":
         evals, tunings = read_protocols(args.save_dir, PROTOCOLS)
         return eval_cases(evals) + [tuning_case(p, t) for p, t in tunings.items()], ""

@@ -56,9 +56,18 @@ class GradientStatistics:
         self.batches += 1
 
     def rms(self) -> List[Tensor]:
+        """Per parameter, sqrt(MS_g). Rows of a matrix that no batch reached (an embedding's words
+        absent from the batches read) take the rms of the rarest row reached, not 0, which would
+        step them by eta / epsilon."""
         if self.batches == 0:
             raise ValueError("no training batch gave gradient statistics: dynamic evaluation needs at least one")
-        return [(total / self.batches).sqrt_() for total in self.sums]
+        rms = [(total / self.batches).sqrt_() for total in self.sums]
+        for r in rms:
+            reached = r.ne(0).any(dim=1) if r.dim() == 2 else None
+            if reached is not None and reached.any() and not reached.all():
+                rarest = torch.where(reached, r.mean(dim=1), torch.full_like(r[:, 0], float("inf"))).argmin()
+                r[~reached] = r[rarest].clone()
+        return rms
 
 
 class DynamicEvaluation:

@@ -59,11 +59,13 @@ probe_cuda() {
 has_cuda() { probe_cuda; [ "$CUDA_DEVICES" -gt 0 ]; }
 
 declare -a PHASES=()
-phase() {  # phase NAME COMMAND...: run it and keep its wall time in PHASES
+phase() {  # phase NAME COMMAND...: run it, say when it starts and how long it took, keep that in PHASES
   local name=$1 start=$SECONDS
   shift
+  echo "$RECIPE: [$name] starting"
   "$@"
   PHASES+=("$name=$((SECONDS - start))")
+  echo "$RECIPE: [$name] done in $((SECONDS - start)) s"
 }
 
 # glibc's malloc otherwise hands large activations (and dynamic evaluation's

@@ -15,7 +15,10 @@
 #           PROTOCOL=cache: classic, plus the continuous cache of Grave et al.
 #           2017 (--neural-cache-size/theta/lambda) with the setting tuned on
 #           valid in $SAVE_DIR/neural_cache.json (python -m
-#           fairseq_adasoft.tune cache writes it; protocols.sh runs it).
+#           fairseq_adasoft.tune cache writes it; protocols.sh runs it). Its
+#           log also holds the same pass without the cache ("without the
+#           cache: Loss (base 2) ..."): classic's figure, or dynamic's for
+#           dynamic_cache.
 #           PROTOCOL=dynamic: classic with Krause et al. 2018's dynamic
 #           evaluation (--dynamic-eval) at the learning rate and decay tuned on
 #           valid in $SAVE_DIR/dynamic_eval.json (python -m
@@ -51,10 +54,12 @@ dynamic_flags() {
   local tuned=$(dirname "$CHECKPOINT")/dynamic_eval.json
   [ -s "$tuned" ] || die "PROTOCOL=$PROTOCOL needs $tuned: run python -m fairseq_adasoft.tune dynamic-eval first"
   TUNED+=("$tuned")
-  read -r LR DECAY STATS <<< "$("$PY" -c \
-    "import json, sys; t = json.load(open(sys.argv[1])); c = t['best']; print(c['lr'], c['decay'], t['statistics_file'])" \
-    "$tuned")"
+  read -r LR DECAY STATS STATS_TOKENS <<< "$("$PY" -c \
+    "import json, sys; t = json.load(open(sys.argv[1])); c = t['best']
+print(c['lr'], c['decay'], t['statistics_file'], t.get('statistics_tokens') or '')" "$tuned")"
   PROTOCOL_FLAGS+=(--dynamic-eval --dynamic-eval-lr "$LR" --dynamic-eval-decay "$DECAY" --dynamic-eval-stats-file "$STATS")
+  # The statistics the tuner gathered, read from its file: the same tokens of the training split.
+  [ -z "$STATS_TOKENS" ] || PROTOCOL_FLAGS+=(--dynamic-eval-stats-tokens "$STATS_TOKENS")
 }
 case "$PROTOCOL" in
   blocks)

@@ -9,13 +9,14 @@
 #            learning rate and decay tuned on valid first (python -m
 #            fairseq_adasoft.tune dynamic-eval);
 #   dynamic_cache: both, each with its own tuned setting.
+# A run with the cache also reports the same pass without it, so classic comes
+# from the cache's runs and dynamic from dynamic_cache's: three passes per split.
 #
-# Hardware: any; on 2 CPU cores minutes per split and protocol, plus the
-#           tunings (the cache: one pass over valid, then the grid; dynamic
-#           evaluation: a grid over the start of valid). Dynamic evaluation of
-#           test takes longest: one step per 20 tokens of one stream.
-# Result:   $RESULTS_DIR/$NAME.json (default: benchmarks/results/wikitext2_protocols.json).
-#           eval.sh skips evaluations already done for this checkpoint, and
+# Hardware: any; on 2 CPU cores about 15 minutes for the main job's model, most
+#           of it dynamic evaluation of test (one step per 20 tokens of one stream).
+# Result:   $RESULTS_DIR/$NAME.json (default: benchmarks/results/wikitext2_protocols.json),
+#           and $SAVE_DIR/protocols_phases.txt, each phase's wall seconds (record
+#           reads it). eval.sh skips evaluations already done for this checkpoint, and
 #           a tuning is skipped when its $SAVE_DIR/neural_cache.json or
 #           dynamic_eval.json is newer than the checkpoint.
 # Knobs:    SAVE_DIR (required), NAME, RECORD=0 (record nothing: run.sh records the
@@ -30,14 +31,16 @@ export SAVE_DIR
 
 for TUNER in cache:neural_cache dynamic-eval:dynamic_eval; do
   if ! [ "$SAVE_DIR/${TUNER#*:}.json" -nt "$SAVE_DIR/checkpoint_best.pt" ]; then
-    "$PY" -m fairseq_adasoft.tune "${TUNER%:*}" --data "$DATA_BIN" --save-dir "$SAVE_DIR"
+    phase "tune_${TUNER#*:}" "$PY" -m fairseq_adasoft.tune "${TUNER%:*}" --data "$DATA_BIN" --save-dir "$SAVE_DIR"
   fi
 done
 
-for PROTOCOL in blocks classic cache dynamic dynamic_cache; do
-  PROTOCOL=$PROTOCOL SUBSET=valid bash "$HERE/eval.sh"
-  PROTOCOL=$PROTOCOL SUBSET=test bash "$HERE/eval.sh"
+for PROTOCOL in blocks cache dynamic_cache; do
+  for SUBSET in valid test; do
+    phase "${PROTOCOL}_$SUBSET" env PROTOCOL=$PROTOCOL SUBSET=$SUBSET bash "$HERE/eval.sh"
+  done
 done
+printf '%s\n' "${PHASES[@]}" > "$SAVE_DIR/protocols_phases.txt"
 
 cd "$ROOT"
 [ "${RECORD:-1}" = 0 ] || "$PY" -m fairseq_adasoft.record protocols --results-dir "$RESULTS_DIR" \

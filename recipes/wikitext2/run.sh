@@ -14,10 +14,10 @@
 #           however many updates this machine fits in them (SCHEDULE=time in
 #           train.sh); EPOCHS=N decays over N epochs instead; QUICK=1 runs 150
 #           updates, but the evaluations and the cache tuning still read whole splits.
-# Expected: about an hour of training, then the evaluations and the tuning.
-#           Phase times and perplexities as recorded, in benchmarks/results/:
-#           bf16 wikitext2_main_bf16.json, fp32 on an AVX2 CPU
-#           wikitext2_main_avx2.json, QUICK=1 wikitext2_main_quick.json.
+# Expected: about an hour of training, then about a quarter of an hour of
+#           tuning and evaluation (protocols.sh). Phase times and perplexities
+#           as recorded, in benchmarks/results/: wikitext2_main_bf16.json and,
+#           QUICK=1, wikitext2_main_quick_bf16.json.
 # Result:   prints the validation and test perplexity; writes $RESULTS_DIR/$NAME.json
 #           (the training, every protocol and tuning, the phases' wall times);
 #           NAME defaults to wikitext2_main[_quick].

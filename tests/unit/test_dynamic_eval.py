@@ -29,6 +29,22 @@ def test_gradient_statistics_are_root_mean_squares():
     torch.testing.assert_close(rms, torch.stack(grads).square().mean(0).sqrt())
 
 
+def test_rows_no_batch_reached_take_the_rarest_reached_rows_rms():
+    p, bias = nn.Parameter(torch.zeros(5, 2)), nn.Parameter(torch.zeros(3))
+    stats = GradientStatistics([p, bias])
+    for scale in (1.0, 2.0):
+        p.grad = torch.zeros(5, 2)
+        p.grad[1], p.grad[3] = torch.tensor([3.0, 3.0]) * scale, torch.tensor([0.5, 1.5]) * scale  # rows 0, 2, 4: none
+        bias.grad = torch.tensor([0.0, 1.0, 2.0])  # a zero entry of a vector stays zero
+        stats.add()
+    rms, bias_rms = stats.rms()
+    reached = torch.tensor([[0.5, 1.5], [1.0, 3.0]]).square().mean(0).sqrt()  # row 3: the smaller mean rms
+    for row in (0, 2, 4, 3):
+        torch.testing.assert_close(rms[row], reached)
+    torch.testing.assert_close(rms[1], torch.tensor([3.0, 6.0]).square().mean().sqrt().expand(2))
+    torch.testing.assert_close(bias_rms, torch.tensor([0.0, 1.0, 2.0]))
+
+
 def test_tied_rows_with_a_sparse_gradient_give_the_dense_one():
     torch.manual_seed(0)
     weight = nn.Parameter(torch.randn(30, 4))

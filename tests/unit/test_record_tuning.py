@@ -124,6 +124,7 @@ def test_a_whole_run_is_recorded_in_one_file_with_every_protocol_and_tuning(tmp_
     (tmp_path / "run" / "dynamic_eval.json").write_text(json.dumps(
         {"subset": "valid", "streams": 1, "tokens": 2000, "without_dynamic_eval": 124.0,
          "best": {"lr": 1e-4, "decay": 0.01, "perplexity": 82.0}, "grid": [{}, {}]}))
+    (tmp_path / "run" / "protocols_phases.txt").write_text("tune_neural_cache=10\ncache_test=5\n")
     monkeypatch.setattr("sys.argv", ["record", "run", "--protocols", "--name", "run", "--command", "bash run.sh",
                                      "--config", "qrnn_lm_wikitext2", "--save-dir", save_dir, "--phase-seconds",
                                      "train=60", "eval_classic=30", "--results-dir", str(tmp_path / "results")])
@@ -132,7 +133,9 @@ def test_a_whole_run_is_recorded_in_one_file_with_every_protocol_and_tuning(tmp_
     assert provenance.validate(result) == [] and result["goals"] == []
     assert result["note"] == "embedding 400, 4 x 800 QRNN; qrnn_lm_wikitext2"
     by = {tuple(c["params"].get(k) for k in ("phase", "protocol", "split")): c["metrics"] for c in result["cases"]}
-    assert by[("job", None, None)] == {"train": 60.0, "eval_classic": 30.0, "total": 90.0}
+    # protocols.sh's phases are parts of run.sh's eval_classic: shown, not added to the total.
+    assert by[("job", None, None)] == {"train": 60.0, "eval_classic": 30.0, "total": 90.0, "after_training": 30.0,
+                                       "protocols.tune_neural_cache": 10.0, "protocols.cache_test": 5.0}
     assert by[("train", None, None)]["valid_ppl_per_epoch"] == [150.0, 140.0]
     assert {k for k in by if k[0] == "eval"} == {("eval", p, s) for p in ppl for s in ("valid", "test")} - {
         ("eval", "dynamic", "valid"), ("eval", "dynamic_cache", "valid")}
@@ -142,3 +145,21 @@ def test_a_whole_run_is_recorded_in_one_file_with_every_protocol_and_tuning(tmp_
     assert by[("tune", "cache", "valid")] == {"tokens": 5000, "streams": 10, "settings_tried": 1, "without": 124.9,
                                               "size": 100, "theta": 1.0, "lambda": 0.1, "perplexity": 101.0}
     assert by[("tune", "dynamic", "valid")]["lr"] == 1e-4 and by[("tune", "dynamic", "valid")]["settings_tried"] == 2
+
+
+def test_classic_and_dynamic_are_read_from_the_cache_runs_shared_pass(tmp_path):
+    """protocols.sh scores classic in the cache's pass and dynamic in dynamic_cache's: their
+    logs' second line (the same pass without the cache) gives those protocols' figures."""
+    from fairseq_adasoft import record
+
+    for split in ("valid", "test"):
+        for protocol, (mixed, alone) in {"cache": (100.0, 125.0), "dynamic_cache": (75.0, 80.0)}.items():
+            (tmp_path / f"eval_{split}_{protocol}.log").write_text(
+                f"x | --neural-cache-size: the same pass without the cache: Loss (base 2) 6.9658, Perplexity {alone}\n"
+                f"Evaluated 1,000 tokens in 12.5s (80.00 tokens/s)\nLoss (base 2): 6.6, Perplexity: {mixed}\n")
+    for name in record.TUNINGS.values():
+        (tmp_path / name).write_text("{}")
+    evals, _ = record.read_protocols(str(tmp_path), ["classic", "cache", "dynamic", "dynamic_cache"])
+    assert evals["classic"]["test"] == {"loss_base2": 6.9658, "perplexity": 125.0, "same_pass_as": "cache"}
+    assert evals["dynamic"]["valid"]["perplexity"] == 80.0 and evals["cache"]["test"]["perplexity"] == 100.0
+    assert evals["dynamic_cache"]["test"]["seconds"] == 12.5
