@@ -53,6 +53,22 @@ def adaptive_input_reference(tokens: Tensor, cutoffs, embeddings, projections) -
     return torch.stack(rows).view(*tokens.shape, -1)
 
 
+def rarest_row_for_unreached(rms: Tensor) -> Tensor:
+    """A matrix's rms with every row no statistics batch reached (all zero) given the rms of the
+    reached row whose mean is smallest, one row at a time."""
+    if rms.dim() != 2:
+        return rms
+    reached = {i for i in range(len(rms)) if rms[i].abs().sum() > 0}
+    if not reached or len(reached) == len(rms):
+        return rms
+    rarest = min(reached, key=lambda i: rms[i].mean().item())
+    out = rms.clone()
+    for i in range(len(rms)):
+        if i not in reached:
+            out[i] = rms[rarest]
+    return out
+
+
 def dynamic_eval_update(weight: Tensor, trained: Tensor, grad: Tensor, rms: Tensor, all_rms, lr: float,
                         decay: float, epsilon: float) -> Tensor:
     """One step of Krause et al. 2018's RMS update with the RMS-scaled global prior,

@@ -12,7 +12,7 @@ from fairseq_adasoft.modules import DynamicEvaluation, GradientStatistics, Neura
 from fairseq_adasoft.modules.dynamic_eval import EPSILON
 from fairseq_adasoft.modules.sparse_rows import weight_rows
 from helpers import SMALL_MODEL, build
-from references import dynamic_eval_update
+from references import dynamic_eval_update, rarest_row_for_unreached
 
 LR, DECAY = 0.0005, 0.02
 SEGMENT, STREAMS = 8, 2
@@ -156,7 +156,7 @@ def reference_scores(task, model, cache=None) -> list:
     for sample in batches:
         grads = torch.autograd.grad(nll_and_scores(sample)[0], params, allow_unused=True)
         squares = [s + (0 if g is None else g.square()) for s, g in zip(squares, grads)]
-    rms = [(s / len(batches)).sqrt() for s in squares]
+    rms = [rarest_row_for_unreached((s / len(batches)).sqrt()) for s in squares]
     out, memory = [], None
     for sample in task.eval_lm_dataloader(task.dataset("test"), batch_size=STREAMS, num_workers=0):
         loss, log_p, features, real = nll_and_scores(sample)
