@@ -137,9 +137,13 @@ class DynamicEvaluation:
                 d, ls = self.decay_scale[i][:self.prefix], self.lr_scale[i][:self.prefix]
             else:
                 p_grad, d, ls = None if p.grad is None else p.grad.float(), self.decay_scale[i], self.lr_scale[i]
-            decayed.append(w), trained.append(t), decay.append(d)
+            decayed.append(w)
+            trained.append(t)
+            decay.append(d)
             if p_grad is not None:
-                stepped.append(w), grads.append(p_grad), lr_scale.append(ls)
+                stepped.append(w)
+                grads.append(p_grad)
+                lr_scale.append(ls)
         if decayed:
             torch._foreach_lerp_(decayed, trained, decay)
         if stepped:
