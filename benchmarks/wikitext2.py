@@ -6,15 +6,19 @@ the recipes wrote (a user's run records what it measured, never targets)."""
 # The main job's target: test perplexity at most 110 from at most 60 minutes of training.
 TARGET_TEST_PPL = 110.0
 TARGET_TRAIN_SECONDS = 3600.0
-# Dynamic evaluation: test perplexity at least 25% below the static classic protocol's, test scored in 15 minutes.
+# Dynamic evaluation: test perplexity at least 25% below the static classic protocol's, test scored in 3 minutes.
 TARGET_DYNAMIC_GAIN = 0.25
-TARGET_DYNAMIC_SECONDS = 900.0
+TARGET_DYNAMIC_SECONDS = 180.0
+# The whole job, and what follows training (the tunings and every protocol on valid and test).
+TARGET_JOB_SECONDS = {"full": 4500.0, "quick": 1500.0}
+TARGET_AFTER_TRAINING_SECONDS = 900.0
 # The seed experiment's published figures (a GPU; not measured here), and the targets set from them.
 PUBLISHED_SEED = {"adaptive": {"test_ppl": 132, "train_minutes": 7.8}, "full": {"test_ppl": 127, "train_minutes": 24.6}}
 TARGET_SPEEDUP = 3.0
 TARGET_PPL_GAP = 0.04
-RUNS = ["wikitext2_main_bf16", "wikitext2_main_bf16_rerun", "wikitext2_main_avx2", "wikitext2_main_avx2_rerun",
-        "wikitext2_main_quick"]
+RUNS = ["wikitext2_main_bf16", "wikitext2_main_quick_bf16", "wikitext2_main_bf16_rerun", "wikitext2_main_avx2",
+        "wikitext2_main_avx2_rerun"]
+CURRENT = RUNS[:2]  # runs of the current evaluations, with each protocol phase's time
 PROTOCOLS = ("blocks", "classic", "cache", "dynamic", "dynamic_cache")
 
 
@@ -34,16 +38,26 @@ def main_job_goals(record: dict) -> list:
     goals = [goal(f"{p}: test perplexity <= {TARGET_TEST_PPL:g} after {train_s / 60:.1f} min of training "
                   f"(<= {TARGET_TRAIN_SECONDS / 60:g})", t["perplexity"], TARGET_TEST_PPL,
                   t["perplexity"] <= TARGET_TEST_PPL and train_s <= TARGET_TRAIN_SECONDS) for p, t in test.items() if t]
+    job = metrics(record, phase="job")
+    if "after_training" in job:
+        kind = "quick" if "QUICK=1" in record["command"] else "full"
+        goals += [goal(f"whole job ({kind}) in seconds, at most", job["total"], TARGET_JOB_SECONDS[kind],
+                       job["total"] <= TARGET_JOB_SECONDS[kind]),
+                  goal("after training (tunings, every protocol on valid and test) in seconds, at most",
+                       job["after_training"], TARGET_AFTER_TRAINING_SECONDS,
+                       job["after_training"] <= TARGET_AFTER_TRAINING_SECONDS)]
     if test["dynamic"]:
         gain = -test["dynamic"]["vs_classic"]
         both = test["dynamic_cache"]["perplexity"]
+        # Scored in dynamic_cache's pass (the same steps), or in a pass of its own.
+        seconds = test["dynamic_cache" if "same_pass_as" in test["dynamic"] else "dynamic"]["seconds"]
         goals += [goal("dynamic evaluation's test perplexity below the classic one's, by at least", gain,
                        TARGET_DYNAMIC_GAIN, gain >= TARGET_DYNAMIC_GAIN),
                   goal("dynamic evaluation with the cache below both alone (test perplexity, at most)", both,
                        min(test["dynamic"]["perplexity"], test["cache"]["perplexity"]),
                        both < min(test["dynamic"]["perplexity"], test["cache"]["perplexity"])),
-                  goal("test scored with dynamic evaluation in seconds, at most", test["dynamic"]["seconds"],
-                       TARGET_DYNAMIC_SECONDS, test["dynamic"]["seconds"] <= TARGET_DYNAMIC_SECONDS)]
+                  goal("test scored with dynamic evaluation in seconds, at most", seconds,
+                       TARGET_DYNAMIC_SECONDS, seconds <= TARGET_DYNAMIC_SECONDS)]
     return goals
 
 
@@ -83,7 +97,16 @@ SECTIONS = [
     {"title": "WikiText-2 main job: wall time of each phase", "command": MAIN, "files": RUNS, "where": {"phase": "job"},
      "columns": {"setup": "setup:min", "prepare": "prepare:min", "train": "train:min", "blocks, valid": "eval_valid:min",
                  "blocks, test": "eval_test:min", "other protocols and tunings": "eval_classic:min",
-                 "whole job": "total:min"}},
+                 "after training": "after_training:min", "whole job": "total:min"}},
+    {"title": "WikiText-2 main job: what follows training, seconds", "command": MAIN, "files": CURRENT,
+     "where": {"phase": "job"},
+     "text": "protocols.sh's phases: the two tunings, then one pass per protocol and split (classic is scored in the "
+             "cache's pass, dynamic in dynamic_cache's; blocks was scored before, by run.sh).",
+     "columns": {"tune cache": "protocols.tune_neural_cache:.0f", "tune dynamic": "protocols.tune_dynamic_eval:.0f",
+                 "cache, valid": "protocols.cache_valid:.0f", "cache, test": "protocols.cache_test:.0f",
+                 "dynamic (+cache), valid": "protocols.dynamic_cache_valid:.0f",
+                 "dynamic (+cache), test": "protocols.dynamic_cache_test:.0f",
+                 "after training": "after_training:.0f"}},
     {"title": "Adaptive against full softmax", "command": "EPOCHS=2 bash recipes/wikitext2/compare.sh",
      "files": ["wikitext2_compare"], "goals": compare_goals,
      "text": "The seed's model trained twice, alike but for the output layer. Published, on a GPU (the seed "
