@@ -12,6 +12,8 @@ from torch import Tensor
 from .lazy_log_probs import LazyLogProbs
 
 logger = logging.getLogger(__name__)
+# The label of the cache's runs' second result line (fairseq_adasoft.logs reads it).
+WITHOUT_CACHE = "--neural-cache-size: the same pass without the cache"
 
 
 class ScoreTally:
@@ -50,7 +52,7 @@ class ScoreTally:
         loss = -self.total.item() / max(self.count, 1) / math.log(2)
         return f"{what}: Loss (base 2) {loss:.4f}, Perplexity {2 ** loss:.2f}"
 
-    def logged_after(self, batches, what: str):
+    def logged_after(self, batches, what: str = WITHOUT_CACHE):
         """``batches`` (with their len), logging ``line(what)`` once the scorer has read them all."""
         return _ThenLog(batches, lambda: logger.info(self.line(what)))
 

@@ -38,9 +38,6 @@ NEURAL_CACHE_THETA = 6.0
 NEURAL_CACHE_LAMBDA = 0.25
 
 
-WITHOUT_CACHE = "--neural-cache-size: the same pass without the cache"  # fairseq_adasoft.logs reads it
-
-
 @dataclass
 class FreqSortedLanguageModelingConfig(LanguageModelingConfig):
     no_resort: bool = field(
@@ -207,7 +204,7 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
                                             ).next_epoch_itr(shuffle=False)
         # The cache's runs also report the model's own perplexity, from the same pass.
         without = getattr(self, "without_cache", None)
-        return batches if without is None else without.logged_after(batches, WITHOUT_CACHE)
+        return batches if without is None else without.logged_after(batches)
 
     def dynamic_eval_statistics(self):
         """The training batches whose gradients give dynamic evaluation's statistics: contiguous
