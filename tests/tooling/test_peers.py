@@ -155,6 +155,19 @@ def test_log_parsing_and_checkpoint_choice(tmp_path):
     assert peers_runs.evenly(list(range(10)), 3) == [2, 6, 9] and peers_runs.evenly([1, 2], 6) == [1, 2]
 
 
+def test_curve_scores_evenly_chosen_checkpoints_once_and_ends_at_the_last(tmp_path, monkeypatch):
+    for updates in (10, 20, 30, 40):
+        (tmp_path / f"checkpoint_1_{updates}.pt").write_text("")
+    updates = lambda path: int(os.path.basename(path)[len("checkpoint_1_"):-len(".pt")])  # noqa: E731
+    scored = []
+    monkeypatch.setattr(peers_runs, "evaluate", lambda data, path, split, protocol, log, task_flags:
+                        scored.append((os.path.basename(path), split, protocol)) or {"perplexity": 1000 / updates(path)})
+    monkeypatch.setattr(peers_runs, "training_seconds", lambda path: 6.0 * updates(path))
+    assert peers_runs.curve(str(tmp_path), "data", 2, (20.0, 10.0)) == ([2.0, 4.0, 20.0], [50.0, 25.0, 10.0])
+    assert scored == [("checkpoint_1_20.pt", "valid", "blocks"), ("checkpoint_1_40.pt", "valid", "blocks")]
+    assert peers_runs.curve(str(tmp_path), "data", 2, (20.0, 10.0))[1] == [50.0, 25.0, 10.0] and len(scored) == 2
+
+
 def test_protocols_are_eval_sh_s():
     assert peers_runs.PROTOCOL_FLAGS["blocks"]("test") == ["--tokens-per-sample", "512", "--batch-size", "8"]
     assert peers_runs.PROTOCOL_FLAGS["classic"]("test") == ["--stateful-bptt", "--tokens-per-sample", "70",
