@@ -1,10 +1,8 @@
 """The decoder of ``qrnn_lm``: embedding (plain or adaptive input) -> QRNN stack -> output layer.
 
-It carries the QRNN state through fairseq's incremental state when
-generating, through its ``StreamState`` between batches of stateful BPTT,
-mixes in the continuous cache when one is set for evaluation, and adapts its
-weights to the text it scores through the ``DynamicEval`` it holds when
-dynamic evaluation is set.
+It carries the QRNN state through fairseq's incremental state when generating, through its
+``StreamState`` between batches of stateful BPTT, mixes in the continuous cache when one is set
+for evaluation, and adapts its weights to the text it scores through the ``DynamicEval`` it holds.
 """
 
 import contextlib
@@ -25,7 +23,6 @@ from fairseq_adasoft.modules import (
     LazyLogProbs,
     LockedDropout,
     NeuralCache,
-    ScoreTally,
     StreamState,
     embedding_dropout,
     parse_cutoffs,
@@ -104,7 +101,6 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         # Evaluation only (use_neural_cache): the cache and, per stream set, what it remembers.
         self.neural_cache: Optional[NeuralCache] = None
         self.cache_memory: Dict[str, CacheMemory] = {}
-        self.without_cache: Optional[ScoreTally] = None  # the model's own scores, tallied beside the cache's
         # Evaluation only (use_dynamic_eval): Krause et al.'s dynamic evaluation of these weights.
         self.dynamic_eval: Optional[DynamicEval] = None
         self._warned_slow_bf16 = False
@@ -183,10 +179,9 @@ class QRNNDecoder(FairseqIncrementalDecoder):
             extra["neural_cache"] = self._read_cache(x.detach(), prev_output_tokens, stream, incremental_state)
         return x, extra
 
-    def use_neural_cache(self, cache: Optional[NeuralCache], without: Optional[ScoreTally] = None) -> None:
-        """Score with Grave et al.'s continuous cache in evaluation (None: without); ``without``
-        tallies the scores the model gives the targets itself, in the same pass."""
-        self.neural_cache, self.cache_memory, self.without_cache = cache, {}, without
+    def use_neural_cache(self, cache: Optional[NeuralCache]) -> None:
+        """Score with Grave et al.'s continuous cache in evaluation (None: without)."""
+        self.neural_cache, self.cache_memory = cache, {}
 
     def use_dynamic_eval(self, setup: Optional[DynamicEvalSetup]) -> None:
         """Score with dynamic evaluation (None: without). It starts at the first
@@ -271,8 +266,8 @@ class QRNNDecoder(FairseqIncrementalDecoder):
             return model_lp if log_probs else model_lp.exp()
         weights, values = cached  # B x T x K, B x K
         target = None if sample is None else sample.get("target")
-        if self.without_cache is not None and target is not None:
-            model_lp = self.without_cache.tallied(model_lp, target)
+        if self.neural_cache.without is not None and target is not None:
+            model_lp = self.neural_cache.without.tallied(model_lp, target)
         if isinstance(model_lp, LazyLogProbs):
             mixed = self.neural_cache.lazy_mixed_log_probs(model_lp, weights, values)
         else:

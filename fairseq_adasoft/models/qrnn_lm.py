@@ -164,10 +164,9 @@ class QRNNLanguageModel(FairseqLanguageModel):
         resumes all streams."""
         self.decoder.carried.share_rows(stream, all_reduce)
 
-    def use_neural_cache(self, cache: Optional[NeuralCache], without=None) -> None:
-        """Evaluate with a continuous cache (Grave, Joulin & Usunier 2017); ``without`` (a
-        ScoreTally) tallies the model's own scores in the same pass."""
-        self.decoder.use_neural_cache(cache, without)
+    def use_neural_cache(self, cache: Optional[NeuralCache]) -> None:
+        """Evaluate with a continuous cache (Grave, Joulin & Usunier 2017)."""
+        self.decoder.use_neural_cache(cache)
 
     def use_dynamic_eval(self, setup: Optional[DynamicEvalSetup]) -> None:
         """Evaluate with dynamic evaluation (Krause et al. 2018; ``models/dynamic_eval.py``)."""

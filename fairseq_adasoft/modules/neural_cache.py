@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .lazy_log_probs import LazyLogProbs
+from .score_tally import ScoreTally
 
 
 @dataclass
@@ -34,7 +35,8 @@ class NeuralCache:
     """Grave et al.'s continuous cache over the features a language model
     feeds its output layer."""
 
-    def __init__(self, size: int, theta: float, lam: float, pad: Optional[int] = None):
+    def __init__(self, size: int, theta: float, lam: float, pad: Optional[int] = None,
+                 without: Optional[ScoreTally] = None):
         if size < 1:
             raise ValueError(f"--neural-cache-size must be >= 1 (the number of past words remembered), got {size}")
         if not theta > 0:
@@ -42,6 +44,7 @@ class NeuralCache:
         if not 0 < lam < 1:
             raise ValueError(f"--neural-cache-lambda must be in (0, 1) (the cache's share of p), got {lam}")
         self.size, self.theta, self.lam, self.pad = size, theta, lam, pad
+        self.without = without  # tallies the model's own scores of the targets, beside the mixture's
 
     def attend(self, hidden: Tensor, inputs: Tensor, memory: Optional[CacheMemory]) -> Tuple[Tensor, Tensor, CacheMemory]:
         """Cache weights of every position of a batch.

@@ -142,6 +142,7 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
         task.old_to_new, task.train_counts = order.old_to_new, order.train_counts
         # Saved in checkpoints: the words behind the model's ids.
         task.state.merge_state_dict({"dictionary_symbols": list(task.dictionary.symbols)})
+        task.without_cache = None  # --neural-cache-size: the model's own scores, tallied in the same pass
         return task
 
     def load_state_dict(self, state_dict):
@@ -203,8 +204,7 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
                                             num_workers=num_workers, data_buffer_size=data_buffer_size
                                             ).next_epoch_itr(shuffle=False)
         # The cache's runs also report the model's own perplexity, from the same pass.
-        without = getattr(self, "without_cache", None)
-        return batches if without is None else without.logged_after(batches)
+        return batches if self.without_cache is None else self.without_cache.logged_after(batches)
 
     def dynamic_eval_statistics(self):
         """The training batches whose gradients give dynamic evaluation's statistics: contiguous
@@ -268,8 +268,7 @@ class FreqSortedLanguageModelingTask(LanguageModelingTask):
                 raise ValueError(f"--neural-cache-size needs --arch qrnn_lm or a variant; drop it for {type(model).__name__}")
             self.without_cache = ScoreTally(self.dictionary.pad())
             model.use_neural_cache(NeuralCache(self.args.neural_cache_size, self.args.neural_cache_theta,
-                                               self.args.neural_cache_lambda, pad=self.dictionary.pad()),
-                                   self.without_cache)
+                                               self.args.neural_cache_lambda, self.dictionary.pad(), self.without_cache))
         layer = getattr(model.decoder, "adaptive_softmax", None)
         if hasattr(layer, "cutoffs"):
             log_cluster_shares(layer.cutoffs[:-1], self.output_dictionary.count)
