@@ -25,8 +25,14 @@ reading zip archive`` or ``IndexError: pop from empty list``. A checkpoint's sav
 model config is read in the names its model's flags have today (the model
 class's ``upgrade_saved_cfg``: qrnn_lm's ``output_gate`` is ``no_output_gate``),
 before fairseq merges it with the model's dataclass, which drops unknown keys.
+
+fairseq's models without a dataclass (``lstm_lm``, ``transformer_lm``'s older
+saves) keep their config as an ``argparse.Namespace``, which torch >= 2.6's
+weights-only ``torch.load`` (fairseq 0.12 calls it without ``weights_only``)
+refuses: ``install()`` allows that one plain container.
 """
 
+import argparse
 import functools
 import os
 import shutil
@@ -145,7 +151,9 @@ def _upgraded_loader(load):
         state = load(path, *args, **kwargs)
         model_cfg = state["cfg"].get("model") if state.get("cfg") is not None else None
         if model_cfg is not None:
-            model = ARCH_MODEL_REGISTRY.get(model_cfg.get("_name") or model_cfg.get("arch"))
+            # A dataclass model's config is a DictConfig; an older model's an argparse.Namespace.
+            read = model_cfg.get if hasattr(model_cfg, "get") else lambda key: getattr(model_cfg, key, None)
+            model = ARCH_MODEL_REGISTRY.get(read("_name") or read("arch"))
             if hasattr(model, "upgrade_saved_cfg"):
                 model.upgrade_saved_cfg(model_cfg)
         return state
@@ -166,9 +174,12 @@ def _resume_names_restore_file(load_checkpoint):
 
 
 def install() -> None:
-    """Apply both fixes; idempotent."""
+    """Apply the fixes; idempotent."""
+    import torch
+
     _numpy_compat_long()
     _atomic_readable_checkpoints()
+    torch.serialization.add_safe_globals([argparse.Namespace])  # older fairseq models' saved config
 
 
 def _numpy_compat_long() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import FREQSORTED, PLUGIN, eval_lm, eval_result, fairseq_cli, own_test_nll, run, saved, train, train_losses
+from helpers import FREQSORTED, PLUGIN, TRAIN, eval_lm, eval_result, fairseq_cli, own_test_nll, run, saved, train, train_losses
 import fairseq_adasoft  # noqa: F401  (installs the numpy shim, registers the task)
 from fairseq_adasoft import average_checkpoints
 from fairseq_adasoft.models.qrnn_lm import QRNNLanguageModel
@@ -179,3 +179,19 @@ def test_average_bad_inputs_name_the_file(save_dir, tmp_path):
     with pytest.raises(ValueError, match="--num-update-checkpoints 9: .* holds only 3"):
         main(["--inputs", str(save_dir), "--num-update-checkpoints", "9", "--output", out])
     assert not (tmp_path / "avg.pt").exists()
+
+
+def test_eval_lm_scores_fairseqs_own_lstm_lm(data_bin, tmp_path):
+    """lstm_lm saves its config as an argparse.Namespace, which torch's weights-only load refuses
+    and the plugin's config upgrade must read: fairseq-eval-lm --user-dir scores it all the same."""
+    flags = [flag for flag in TRAIN if flag not in ("adaptive_softmax",)]
+    flags[flags.index("--criterion") + 1:flags.index("--criterion") + 1] = ["adaptive_loss"]
+    run([fairseq_cli("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--arch", "lstm_lm", *flags,
+         "--decoder-layers", "1", "--decoder-embed-dim", "16", "--decoder-hidden-size", "16",
+         "--decoder-out-embed-dim", "16", "--ddp-backend", "legacy_ddp", "--max-update", "20",
+         "--save-dir", tmp_path, "--no-epoch-checkpoints"])
+    state = saved(tmp_path / "checkpoint_last.pt")
+    assert type(state["cfg"]["model"]).__name__ == "Namespace"  # the case this covers
+    _, out = eval_lm(data_bin, tmp_path / "checkpoint_last.pt", *FREQSORTED, "--tokens-per-sample", "32")
+    _, ppl = eval_result(out)
+    assert float(ppl) < len(state["task_state"]["dictionary_symbols"])  # trained: better than uniform
