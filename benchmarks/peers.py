@@ -36,8 +36,8 @@ than 4 layers, leaves too little model. The real run records each model's words/
 the wiki103 recipe's scaled by TRANSFORMER_DROPOUT_SCALE for a model 4x narrower trained about one epoch;
 warm-up is the example's share (4,000 of 50,000 updates) of the expected updates. (3) lstm_lm +
 adaptive_loss, sized as the fp32 QRNN (its layers, embedding width, hidden width and output dropout),
-train.sh's Adam flags and batch; it is scored by fairseq's own task (EVAL_TASK: the plugin's checkpoint
-loader cannot read its argparse config). Adaptive-softmax cutoffs are the QRNN preset's, as word ids of
+train.sh's Adam flags and batch; scoring lifts its position limit (its training blocks' length) to the
+blocks protocol's (LONGER_BLOCKS). Adaptive-softmax cutoffs are the QRNN preset's, as word ids of
 the dictionary, for all three. Same seed, data, dictionary, threads.
 
 The goal (judged on the results file here, never in the package): qrnn_lm's fp32 test perplexity
@@ -86,11 +86,8 @@ EXPECTED_WPS = {("qrnn_lm", "fp32"): 4300, ("qrnn_lm", "bf16"): 10000, ("transfo
 QUICK = dict(budget_s=3, curve_points=0, save_interval=50, log_interval=5,
              qrnn=dict(embed=16, hidden=24, layers=2), transformer=dict(layers=1, width=16, heads=2), lstm_layers=2)
 SECONDS_PER_HOUR = 3600
-# fairseq's lstm_lm keeps its config as an argparse.Namespace, which the plugin's checkpoint loader
-# (fairseq_adasoft/compat.py) cannot read: it is scored by fairseq's own task (the same blocks of the same
-# fairseq-preprocess'd dictionary), its position limit (training's tokens per sample) lifted to the blocks'.
-EVAL_TASK = {"lstm_lm": ["--task", "language_modeling", "--model-overrides",
-                         f"{{'max_target_positions': {EVAL_PROTOCOLS['block_tokens']}}}"]}
+# fairseq's lstm_lm limits positions to its training blocks' length: the blocks protocol reads longer ones.
+LONGER_BLOCKS = {"lstm_lm": ["--model-overrides", f"{{'max_target_positions': {EVAL_PROTOCOLS['block_tokens']}}}"]}
 SETTINGS = {}  # main's: data, work dir, quick
 
 
@@ -170,7 +167,7 @@ MEASURED = {}  # run name -> metrics, in the order measured: the bf16 row reads 
 
 
 def task_flags(model: str) -> list:
-    return EVAL_TASK.get(model, peers_runs.PLUGIN_TASK)
+    return peers_runs.PLUGIN_TASK + LONGER_BLOCKS.get(model, [])
 
 
 def measure(model: str, precision: str, grid: str) -> dict:

@@ -19,9 +19,6 @@ from fairseq_adasoft.presets import EVAL_PROTOCOLS
 CURVE = "curve.json"  # validation perplexity of the run's interval checkpoints, kept once scored
 THREADS = 2  # the issue's 2 cores: every run and every evaluation, whatever the machine has
 THREAD_ENV = {"OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
-# fairseq's lstm_lm saves its config as an argparse.Namespace, which torch.load's weights-only default refuses;
-# these are the benchmark's own checkpoints, written a minute before.
-EVAL_ENV = {**THREAD_ENV, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
 # What makes two machines one kind: runs of different kinds are never judged together.
 KIND_KEYS = ("cpu", "cpu_family_model", "cpu_capability", "cpu_native_bf16", "cpu_cores")
 # fairseq-train's line with the model's size.
@@ -63,7 +60,7 @@ def finished(run_dir: str, flags: str, kind: dict):
     return case["metrics"] if case["params"].get("flags") == flags else None
 
 
-# eval.sh's task, and fairseq's own with fairseq's loader for what the plugin's checkpoint loader cannot read.
+# eval.sh's task (the plugin's loader also reads fairseq's own models' checkpoints).
 PLUGIN_TASK = ["--user-dir", PLUGIN_DIR, "--task", "language_modeling_freqsorted"]
 
 
@@ -71,7 +68,7 @@ def evaluate(data: str, checkpoint: str, split: str, protocol: str, log_path: st
     """fairseq-eval-lm under ``protocol`` as eval.sh runs it: perplexity, scoring seconds and tokens scored."""
     cmd = [os.path.join(BIN, "fairseq-eval-lm"), data, *task_flags, "--path", checkpoint, "--gen-subset", split,
            *PROTOCOL_FLAGS[protocol](split), "--cpu"]
-    r = run_child(cmd, log_path, env=dict(os.environ, **MALLOC_ENV, **EVAL_ENV))
+    r = run_child(cmd, log_path, env=dict(os.environ, **MALLOC_ENV, **THREAD_ENV))
     if r["returncode"] != 0:
         raise RuntimeError(f"fairseq-eval-lm on {split} ({protocol}) failed:\n{r['text'][-3000:]}")
     return {**read_eval(log_path), "tokens": int(EVALUATED_RE.findall(r["text"])[-1][0].replace(",", ""))}
